@@ -1,0 +1,363 @@
+//! Connecting: TCP with a deadline, tungstenite's client handshake, and the two ends of the
+//! connection it yields: a [`Reader`] for one thread and a [`Writer`] for any other.
+
+use super::Error;
+use super::target::Target;
+use crate::link::{Link, ReadBuf, Tcp};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tungstenite::error::Error as WsError;
+use tungstenite::handshake::HandshakeError;
+use tungstenite::handshake::client::Request;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketContext};
+use tungstenite::{Bytes, Message};
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Deadline for resolving, connecting and the handshake together.
+    pub connect_timeout: Duration,
+    /// Quiet this long, ping the server; quiet for twice this, give up on it.
+    pub ping_interval: Duration,
+    /// Largest message accepted from the server, in bytes.
+    pub max_message: usize,
+    /// Extra request headers (`Origin` and `Sec-WebSocket-Protocol` included).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            max_message: 16 << 20,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Connects and upgrades; the connection is then read through the [`Reader`] and written
+/// through the [`Writer`] (clone it for more writing threads).
+pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), Error> {
+    let deadline = Instant::now() + options.connect_timeout;
+    let request = target.request(&options.headers).map_err(Error::Target)?;
+    let stream = Arc::new(open_tcp(target, deadline, options.connect_timeout)?);
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    stream.set_read_timeout(Some(left)).map_err(Error::Io)?;
+    stream.set_write_timeout(Some(left)).map_err(Error::Io)?;
+    let surplus = handshake(&stream, request, target)?;
+    // Past the handshake, a write that cannot progress for a ping interval means a dead peer.
+    stream
+        .set_write_timeout(Some(options.ping_interval))
+        .map_err(Error::Io)?;
+    let config = crate::link::config(options.max_message, options.max_message);
+    let ctx = WebSocketContext::from_partially_read(surplus, Role::Client, Some(config));
+    let link = Arc::new(Link::new(ctx, Tcp(stream.clone())));
+    let reader = Reader {
+        stream,
+        link: link.clone(),
+        buf: ReadBuf::new(),
+        queue: VecDeque::new(),
+        close: None,
+        ping_interval: options.ping_interval,
+        pinged: false,
+        armed: None,
+    };
+    Ok((reader, Writer { link }))
+}
+
+fn open_tcp(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpStream, Error> {
+    let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Resolve {
+            host: target.host.clone(),
+            source: e,
+        })?
+        .collect();
+    let mut last = None;
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) if e.kind() != io::ErrorKind::TimedOut => {
+            Error::Connect { addr, source: e }
+        }
+        _ => Error::ConnectTimeout {
+            url: target.url.clone(),
+            after: timeout,
+        },
+    })
+}
+
+/// Runs tungstenite's client handshake and returns the bytes the server sent after its 101.
+fn handshake(stream: &TcpStream, request: Request, target: &Target) -> Result<Vec<u8>, Error> {
+    let head = HeadOnly {
+        stream,
+        buf: Vec::new(),
+        served: 0,
+        end: None,
+    };
+    match tungstenite::client::client(request, head) {
+        Ok((ws, _response)) => {
+            let head = ws.into_inner();
+            Ok(head.buf[head.end.unwrap_or(head.buf.len())..].to_vec())
+        }
+        Err(HandshakeError::Interrupted(_)) => Err(Error::Handshake(format!(
+            "no handshake response from {} in time",
+            target.url
+        ))),
+        Err(HandshakeError::Failure(e)) => Err(match e {
+            WsError::Http(response) => Error::Refused {
+                status: response.status().as_u16(),
+                reason: response
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or("")
+                    .to_string(),
+            },
+            WsError::Io(e)
+                if e.kind() == io::ErrorKind::UnexpectedEof
+                    || e.kind() == io::ErrorKind::ConnectionReset =>
+            {
+                Error::Handshake(format!(
+                    "{} closed the connection during the handshake (is it a WebSocket server?)",
+                    target.url
+                ))
+            }
+            WsError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Error::Handshake(format!("no handshake response from {} in time", target.url))
+            }
+            WsError::Protocol(tungstenite::error::ProtocolError::HttparseError(e)) => {
+                Error::Handshake(format!("{} did not answer with HTTP ({e})", target.url))
+            }
+            other => Error::Handshake(format!(
+                "invalid handshake response from {}: {other}",
+                target.url
+            )),
+        }),
+    }
+}
+
+/// The socket as the handshake sees it: reads stop at the blank line that ends the response
+/// head, so frames the server sent right behind its 101 stay here for the connection instead
+/// of vanishing inside tungstenite's handshake buffer.
+struct HeadOnly<'a> {
+    stream: &'a TcpStream,
+    buf: Vec<u8>,
+    served: usize,
+    end: Option<usize>,
+}
+
+impl HeadOnly<'_> {
+    const MAX_HEAD: usize = 16 * 1024;
+}
+
+impl Read for HeadOnly<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let limit = self.end.unwrap_or(self.buf.len());
+            if self.served < limit {
+                let n = out.len().min(limit - self.served);
+                out[..n].copy_from_slice(&self.buf[self.served..self.served + n]);
+                self.served += n;
+                return Ok(n);
+            }
+            if self.end.is_some() {
+                return Ok(0);
+            }
+            if self.buf.len() >= Self::MAX_HEAD {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "response head too large",
+                ));
+            }
+            let mut chunk = [0u8; 2048];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let from = self.buf.len().saturating_sub(3);
+            self.buf.extend_from_slice(&chunk[..n]);
+            self.end = self.buf[from..]
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| from + i + 4);
+        }
+    }
+}
+
+impl Write for HeadOnly<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.stream).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the reader gets from the server.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text or binary message.
+    Message(Message),
+    /// The server's Close (after ours, its reply); the connection is over.
+    Closed(Option<CloseFrame>),
+}
+
+/// The reading end: one thread calls [`Reader::recv`] in a loop.
+pub struct Reader {
+    stream: Arc<TcpStream>,
+    link: Arc<Link<Tcp>>,
+    buf: ReadBuf,
+    queue: VecDeque<Message>,
+    close: Option<Option<CloseFrame>>,
+    ping_interval: Duration,
+    pinged: bool,
+    armed: Option<Duration>,
+}
+
+impl Reader {
+    /// The next message, or the end of the connection. Pings are answered and the server is
+    /// pinged when quiet; a server silent for two ping intervals is an error.
+    pub fn recv(&mut self) -> Result<Incoming, Error> {
+        loop {
+            if let Some(message) = self.queue.pop_front() {
+                return Ok(Incoming::Message(message));
+            }
+            if let Some(close) = self.close.take() {
+                return Ok(Incoming::Closed(close));
+            }
+            self.fill()?;
+        }
+    }
+
+    /// One read from the socket, handed to the context; queues what it completes.
+    fn fill(&mut self) -> Result<(), Error> {
+        if self.armed != Some(self.ping_interval) {
+            self.stream
+                .set_read_timeout(Some(self.ping_interval))
+                .map_err(Error::Io)?;
+            self.armed = Some(self.ping_interval);
+        }
+        let bytes = match self.buf.read_from(&*self.stream) {
+            Ok([]) => {
+                return Err(Error::Lost(
+                    "the server closed the connection without a Close frame".into(),
+                ));
+            }
+            Ok(bytes) => bytes,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.buf.shrink();
+                if self.pinged {
+                    return Err(Error::Lost(format!(
+                        "the server answered nothing for {:?} (not even a ping)",
+                        self.ping_interval * 2
+                    )));
+                }
+                self.pinged = true;
+                return self
+                    .link
+                    .with(&[], |s| {
+                        s.send(Message::Ping(Bytes::new())).and_then(|()| s.flush())
+                    })
+                    .map_err(lost);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(Error::Lost(e.to_string())),
+        };
+        self.pinged = false;
+        let (queue, close) = (&mut self.queue, &mut self.close);
+        self.link.with(bytes, |s| {
+            loop {
+                match s.next_message() {
+                    Ok(Some(Message::Close(frame))) => *close = Some(frame),
+                    Ok(Some(m @ (Message::Text(_) | Message::Binary(_)))) => queue.push_back(m),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                        close.get_or_insert(None);
+                        break;
+                    }
+                    Err(e) => {
+                        let code = match &e {
+                            WsError::Utf8(_) => CloseCode::Invalid,
+                            WsError::Capacity(_) => CloseCode::Size,
+                            _ => CloseCode::Protocol,
+                        };
+                        if matches!(
+                            e,
+                            WsError::Protocol(_) | WsError::Utf8(_) | WsError::Capacity(_)
+                        ) {
+                            let _ = s.close(CloseFrame {
+                                code,
+                                reason: "".into(),
+                            });
+                        }
+                        return Err(lost(e));
+                    }
+                }
+            }
+            match s.flush() {
+                Ok(()) | Err(WsError::ConnectionClosed) => Ok(()),
+                Err(e) => Err(lost(e)),
+            }
+        })
+    }
+}
+
+fn lost(e: WsError) -> Error {
+    Error::Lost(e.to_string())
+}
+
+/// The writing end; any thread may send through a clone.
+#[derive(Clone)]
+pub struct Writer {
+    link: Arc<Link<Tcp>>,
+}
+
+impl Writer {
+    /// Sends one message and writes it out.
+    pub fn send(&self, message: Message) -> Result<(), Error> {
+        self.link
+            .with(&[], |s| s.send(message).and_then(|()| s.flush()))
+            .map_err(lost)
+    }
+
+    /// Starts the closing handshake; the reader sees the server's reply as [`Incoming::Closed`].
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.link
+            .with(&[], |s| {
+                s.close(CloseFrame {
+                    code,
+                    reason: reason.to_owned().into(),
+                })
+            })
+            .map_err(lost)
+    }
+}

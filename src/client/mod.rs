@@ -1,0 +1,351 @@
+//! `wsecho dial`: the Go example's client, a reader thread plus one `select!` loop.
+//!
+//! As in gorilla's `examples/echo/client.go`: a reader thread prints every message and
+//! signals `done` when the connection ends; the main thread selects over a ticker (send the
+//! time), `done` (exit), and Ctrl-C (send Close 1000, wait at most a second for the server to
+//! finish the close, exit). `--stdin` swaps the ticker for lines read from standard input,
+//! for scripts. The two threads share one connection through `link`: frames never
+//! interleave, and the reader answers pings while the main thread writes.
+
+mod conn;
+pub mod target;
+
+pub use conn::{Incoming, Options, Reader, Writer, connect};
+pub use target::{Target, TargetError};
+
+use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
+use std::fmt;
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, SystemTime};
+use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+/// How long, after our Close, the server gets to finish the closing handshake.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// What `wsecho dial` is asked to do.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to connect.
+    pub target: Target,
+    /// How to connect (timeouts, headers, limits).
+    pub options: Options,
+    /// What to send.
+    pub input: Input,
+    /// Stop after sending this many messages (and receiving their echoes).
+    pub count: Option<u64>,
+    /// After the last message, how long to wait for outstanding echoes.
+    pub wait: Duration,
+}
+
+/// What the client sends.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// The current time every `interval`, as the Go client does.
+    Ticks {
+        /// Time between two ticks.
+        interval: Duration,
+    },
+    /// Each line of standard input as one message.
+    Stdin {
+        /// Send lines as binary messages instead of text.
+        binary: bool,
+    },
+}
+
+/// Why dialing failed; each says what happened and what to check. All exit with status 1.
+#[derive(Debug)]
+pub enum Error {
+    /// The URL or a header was refused before connecting.
+    Target(TargetError),
+    /// The host name did not resolve.
+    Resolve {
+        /// The host.
+        host: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// The TCP connection failed.
+    Connect {
+        /// The address tried last.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Nothing answered within `--connect-timeout`.
+    ConnectTimeout {
+        /// The URL.
+        url: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server answered the upgrade with an HTTP status other than 101.
+    Refused {
+        /// The status code.
+        status: u16,
+        /// Its reason phrase.
+        reason: String,
+    },
+    /// The handshake failed otherwise.
+    Handshake(String),
+    /// The connection broke after the handshake.
+    Lost(String),
+    /// The server closed with a code other than 1000 or 1001.
+    ClosedByServer(Option<CloseFrame>),
+    /// A local I/O error.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Target(e) => write!(f, "{e}"),
+            Error::Resolve { host, source } => {
+                write!(
+                    f,
+                    "cannot resolve host '{host}': {source} (check the host name)"
+                )
+            }
+            Error::Connect { addr, source } => {
+                let hint = match source.kind() {
+                    io::ErrorKind::ConnectionRefused => " (is the server running, on this port?)",
+                    _ => "",
+                };
+                write!(f, "cannot connect to {addr}: {source}{hint}")
+            }
+            Error::ConnectTimeout { url, after } => write!(
+                f,
+                "cannot connect to {url}: no answer within {after:?} (check the address and any firewall, or raise --connect-timeout)"
+            ),
+            Error::Refused { status, reason } => {
+                write!(f, "server refused the WebSocket upgrade: {status} {reason}")?;
+                match status {
+                    403 => write!(f, " (the server may refuse this Origin)"),
+                    404 => write!(f, " (check the URL's path; wsecho serves /echo)"),
+                    _ => Ok(()),
+                }
+            }
+            Error::Handshake(why) => write!(f, "WebSocket handshake failed: {why}"),
+            Error::Lost(why) => write!(f, "connection lost: {why}"),
+            Error::ClosedByServer(frame) => {
+                write!(f, "server closed the connection: {}", describe(frame))
+            }
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `1001 (server shutting down)`, or `no status code`.
+fn describe(frame: &Option<CloseFrame>) -> String {
+    match frame {
+        Some(f) if f.reason.is_empty() => format!("{}", u16::from(f.code)),
+        Some(f) => format!("{} ({})", u16::from(f.code), f.reason),
+        None => "no status code".into(),
+    }
+}
+
+/// How the reader thread saw the connection end.
+enum Done {
+    Closed(Option<CloseFrame>),
+    Failed(Error),
+}
+
+/// Dials, runs the select loop until the connection ends or `interrupt` fires, and returns
+/// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout.
+pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
+    eprintln!("connecting to {}", config.target.url);
+    let (mut reader, writer) = connect(&config.target, &config.options)?;
+
+    let stdin_mode = matches!(config.input, Input::Stdin { .. });
+    let (done_tx, done) = bounded::<Done>(1);
+    let (echo_tx, echoes) = unbounded::<()>();
+    let prefix = !stdin_mode || io::stdout().is_terminal();
+    thread::Builder::new()
+        .name("wsecho-reader".into())
+        .spawn(move || {
+            let end = read_loop(&mut reader, prefix, &echo_tx);
+            let _ = done_tx.send(end);
+        })
+        .map_err(Error::Io)?;
+
+    let (ticks, lines) = match config.input {
+        Input::Ticks { interval } => (tick(interval), never()),
+        Input::Stdin { binary } => (never(), stdin_lines(binary)),
+    };
+    let mut ticks = ticks;
+    let mut lines = lines;
+    let mut finish_by = never();
+    let mut finishing = false;
+    let (mut sent, mut echoed) = (0u64, 0u64);
+    loop {
+        let mut outgoing = None;
+        select! {
+            recv(done) -> end => return server_ended(end.ok()),
+            recv(echoes) -> _ => {
+                echoed += 1;
+                if finishing && echoed >= sent {
+                    break;
+                }
+            }
+            recv(ticks) -> _ => outgoing = Some(Message::text(crate::time::rfc3339(SystemTime::now()))),
+            recv(lines) -> line => match line {
+                Ok(message) => outgoing = Some(message),
+                Err(_) => {
+                    lines = never();
+                    if echoed >= sent {
+                        break;
+                    }
+                    finish_by = after(config.wait);
+                    finishing = true;
+                }
+            },
+            recv(finish_by) -> _ => {
+                eprintln!("{} of {sent} echoes still outstanding after {:?}", sent - echoed, config.wait);
+                break;
+            }
+            recv(interrupt) -> _ => break,
+        }
+        if let Some(message) = outgoing {
+            if let Err(e) = writer.send(message) {
+                // The reader sees the same break and says why; prefer its account.
+                return match done.recv_timeout(CLOSE_WAIT) {
+                    Ok(end) => server_ended(Some(end)),
+                    Err(_) => Err(e),
+                };
+            }
+            sent += 1;
+            if config.count == Some(sent) {
+                ticks = never();
+                lines = never();
+                finish_by = after(config.wait);
+                finishing = true;
+            }
+        }
+    }
+    close_and_wait(&writer, &done)
+}
+
+/// Sends Close 1000 and gives the server `CLOSE_WAIT` to finish the handshake.
+fn close_and_wait(writer: &Writer, done: &Receiver<Done>) -> Result<(), Error> {
+    if writer.close(CloseCode::Normal, "").is_err() {
+        return Ok(());
+    }
+    let _ = done.recv_timeout(CLOSE_WAIT);
+    Ok(())
+}
+
+/// The exit for a connection the server (or the network) ended.
+fn server_ended(end: Option<Done>) -> Result<(), Error> {
+    match end {
+        Some(Done::Closed(frame)) => match &frame {
+            Some(f) if matches!(f.code, CloseCode::Normal | CloseCode::Away) => {
+                eprintln!("server closed the connection: {}", describe(&frame));
+                Ok(())
+            }
+            _ => Err(Error::ClosedByServer(frame)),
+        },
+        Some(Done::Failed(e)) => Err(e),
+        None => Err(Error::Lost("the reader thread stopped".into())),
+    }
+}
+
+/// The reader thread: prints every message, counts echoes, reports how it ended.
+fn read_loop(reader: &mut Reader, prefix: bool, echoes: &Sender<()>) -> Done {
+    let stdout = io::stdout();
+    loop {
+        let message = match reader.recv() {
+            Ok(Incoming::Message(m)) => m,
+            Ok(Incoming::Closed(frame)) => return Done::Closed(frame),
+            Err(e) => return Done::Failed(e),
+        };
+        let mut out = stdout.lock();
+        let printed = print(&mut out, &message, prefix).and_then(|()| out.flush());
+        drop(out);
+        if let Err(e) = printed {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                // Whoever reads our output is gone: a normal way for a pipeline to stop.
+                return Done::Closed(None);
+            }
+            return Done::Failed(Error::Io(e));
+        }
+        let _ = echoes.send(());
+    }
+}
+
+fn print(out: &mut impl Write, message: &Message, prefix: bool) -> io::Result<()> {
+    if prefix {
+        out.write_all(b"recv: ")?;
+    }
+    match message {
+        Message::Text(text) => out.write_all(text.as_bytes())?,
+        Message::Binary(data) if prefix => {
+            write!(out, "{} bytes binary: {}", data.len(), Hex(data))?
+        }
+        Message::Binary(data) => out.write_all(data)?,
+        _ => {}
+    }
+    out.write_all(b"\n")
+}
+
+/// The first bytes of a binary message in hex, for a person reading `recv:` lines.
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0.iter().take(32) {
+            write!(f, "{b:02x}")?;
+        }
+        if self.0.len() > 32 {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads standard input on its own thread, one message per line (without its newline).
+/// The channel is bounded, so a fast producer waits for the connection instead of filling
+/// memory; it disconnects at end of input.
+fn stdin_lines(binary: bool) -> Receiver<Message> {
+    let (tx, rx) = bounded::<Message>(64);
+    let spawned = thread::Builder::new().name("wsecho-stdin".into()).spawn(move || {
+        let stdin = io::stdin();
+        let mut input = stdin.lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line.last() == Some(&b'\n') {
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+            }
+            let message = if binary {
+                Message::binary(line.clone())
+            } else {
+                match String::from_utf8(line.clone()) {
+                    Ok(text) => Message::text(text),
+                    Err(_) => {
+                        eprintln!("skipped a line of stdin that is not UTF-8 text (use --binary to send bytes)");
+                        continue;
+                    }
+                }
+            };
+            if tx.send(message).is_err() {
+                return;
+            }
+        }
+    });
+    if spawned.is_err() {
+        eprintln!("cannot start the stdin reader thread");
+    }
+    rx
+}

@@ -1,0 +1,175 @@
+//! Where to connect: `--addr HOST:PORT` or a `ws://` URL, and the upgrade request to send.
+
+use std::fmt;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::handshake::client::Request;
+use tungstenite::http::{HeaderName, HeaderValue, Uri};
+
+/// A parsed, connectable WebSocket URL.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The URL as it will be requested, e.g. `ws://localhost:8080/echo`.
+    pub url: String,
+    /// The host to resolve (without IPv6 brackets).
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+/// Why a target or header was refused; each names what to fix.
+#[derive(Debug, PartialEq)]
+pub struct TargetError(pub String);
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+impl Target {
+    /// `HOST:PORT` as the Go client takes it: the echo path on that server.
+    pub fn from_addr(addr: &str) -> Result<Target, TargetError> {
+        if addr.contains("://") || addr.contains('/') {
+            return Err(TargetError(format!(
+                "--addr takes HOST:PORT, not a URL ('{addr}'); pass a URL as the argument instead"
+            )));
+        }
+        Target::from_url(&format!("ws://{addr}/echo"))
+    }
+
+    /// A `ws://host[:port][/path][?query]` URL.
+    pub fn from_url(url: &str) -> Result<Target, TargetError> {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("ws") => {}
+            Some("wss") => {
+                return Err(TargetError(format!(
+                    "cannot dial {url}: wss:// (TLS) is not supported yet; use a ws:// URL"
+                )));
+            }
+            Some(other) => {
+                return Err(TargetError(format!(
+                    "cannot dial {url}: unsupported scheme '{other}'; use ws://HOST:PORT/PATH"
+                )));
+            }
+            None => {
+                return Err(TargetError(format!(
+                    "cannot dial '{url}': not a URL; use ws://HOST:PORT/PATH or --addr HOST:PORT"
+                )));
+            }
+        }
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| TargetError(format!("cannot dial '{url}': malformed URL ({e})")))?;
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| TargetError(format!("cannot dial '{url}': the URL has no host")))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let authority = uri.authority().map_or(host.as_str(), |a| a.as_str());
+        let port = match authority.rsplit_once(':') {
+            Some((_, port)) if !port.contains(']') => match port.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => {
+                    return Err(TargetError(format!(
+                        "cannot dial '{url}': '{port}' is not a port (1-65535)"
+                    )));
+                }
+            },
+            _ => 80,
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        Ok(Target {
+            url: format!("ws://{authority}{path}"),
+            host,
+            port,
+        })
+    }
+
+    /// The upgrade request: tungstenite's standard headers plus the user's.
+    pub(crate) fn request(&self, extra: &[(String, String)]) -> Result<Request, TargetError> {
+        let mut request =
+            self.url.as_str().into_client_request().map_err(|e| {
+                TargetError(format!("cannot build a request for {}: {e}", self.url))
+            })?;
+        for (name, value) in extra {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| TargetError(format!("invalid header name '{name}'")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| TargetError(format!("invalid value for header '{name}'")))?;
+            request.headers_mut().append(name, value);
+        }
+        Ok(request)
+    }
+}
+
+/// Parses `-H 'Name: value'`.
+pub fn parse_header(raw: &str) -> Result<(String, String), TargetError> {
+    let (name, value) = raw
+        .split_once(':')
+        .ok_or_else(|| TargetError(format!("invalid header '{raw}': write it as 'Name: value'")))?;
+    let name = name.trim();
+    if name.is_empty() || HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(TargetError(format!("invalid header name in '{raw}'")));
+    }
+    let value = value.trim();
+    if HeaderValue::from_str(value).is_err() {
+        return Err(TargetError(format!("invalid header value in '{raw}'")));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_becomes_the_echo_url() {
+        let t = Target::from_addr("localhost:8080").unwrap();
+        assert_eq!(
+            (t.url.as_str(), t.host.as_str(), t.port),
+            ("ws://localhost:8080/echo", "localhost", 8080)
+        );
+        let t = Target::from_addr("[::1]:9000").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
+    }
+
+    #[test]
+    fn urls_keep_path_and_query_and_default_to_port_80() {
+        let t = Target::from_url("ws://example.com/a/b?c=d").unwrap();
+        assert_eq!((t.url.as_str(), t.port), ("ws://example.com/a/b?c=d", 80));
+        assert_eq!(Target::from_url("ws://h:1").unwrap().url, "ws://h:1/");
+    }
+
+    #[test]
+    fn bad_targets_say_what_to_fix() {
+        for (bad, says) in [
+            ("wss://h/echo", "not supported yet"),
+            ("http://h/echo", "unsupported scheme 'http'"),
+            ("localhost:8080", "not a URL"),
+            ("ws://", "malformed URL"),
+            ("ws://h:99999/", "not a port"),
+            ("ws://h:0/", "not a port"),
+        ] {
+            let e = Target::from_url(bad).unwrap_err();
+            assert!(e.0.contains(says), "{bad}: {e}");
+        }
+        assert!(Target::from_addr("ws://h:1").is_err());
+    }
+
+    #[test]
+    fn headers_need_a_name_and_a_colon() {
+        assert_eq!(
+            parse_header("X-A: b c").unwrap(),
+            ("X-A".into(), "b c".into())
+        );
+        assert!(parse_header("nocolon").is_err());
+        assert!(parse_header(": v").is_err());
+        assert!(parse_header("bad name: v").is_err());
+    }
+}

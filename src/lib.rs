@@ -1,0 +1,24 @@
+//! wsecho: a WebSocket echo server and client you can leave running on a small box.
+//!
+//! What this crate promises, and keeps:
+//! - **Synchronous.** Blocking `std::net` sockets, one OS thread per connection, no async
+//!   runtime. A reader can follow one connection from top to bottom in one function.
+//! - **Protocol by tungstenite.** Handshakes and framing come from `tungstenite`'s sync API;
+//!   nothing here derives a `Sec-WebSocket-Accept` or encodes a frame by hand.
+//! - **Bounded.** Every wait has a deadline, every buffer a cap, the number of connections a
+//!   limit; a peer can stall or flood one connection, never the server.
+//! - **Small.** Few dependencies, each for one job; one static binary for embedded Linux.
+//! - **Contained.** A panic stays inside its connection thread; bad input gets an HTTP status,
+//!   a WebSocket close code or one clear error line, never a crash.
+//!
+//! The crate is a library so that tests can drive the server and client in-process; the
+//! `wsecho` binary is a thin command line over [`server`] and [`client`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+mod link;
+pub mod log;
+pub mod server;
+mod sys;
+pub mod time;

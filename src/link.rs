@@ -1,0 +1,281 @@
+//! One WebSocket connection that one thread reads while other threads write.
+//!
+//! tungstenite's `WebSocket<S>` needs `&mut` to read and to write, so a thread blocked in
+//! `read` holds the socket and nobody else could send: not the server's Close on shutdown, not
+//! the client's tick while its reader waits. So the protocol state (`WebSocketContext`) and
+//! the writing half of the transport live together behind one mutex in a [`Link`], and the
+//! reading thread blocks on the socket *outside* that lock, in a [`ReadBuf`]. It then hands
+//! the bytes it read to the context under the lock, through [`Session`]. Every frame, whoever
+//! sends it, goes through the one context while the lock is held, so frames never interleave,
+//! and pongs and close replies go out in the same turn as the bytes that asked for them.
+//!
+//! The transport is the writer `W` plus whatever the reader reads: plain TCP today (both are
+//! the same `TcpStream`, one descriptor). TLS slots in here without touching the echo loop or
+//! the select loop: the reader still reads raw bytes outside the lock, and the locked side
+//! gains a decrypting step before the bytes reach the context (rustls is, like the context, a
+//! state machine fed with bytes).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use tungstenite::protocol::{CloseFrame, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error, Message};
+
+/// The tungstenite configuration both sides use, for these message and frame limits.
+pub(crate) fn config(max_message: usize, max_frame: usize) -> WebSocketConfig {
+    /// Messages sent in one turn gather up to this much before they are written out.
+    const WRITE_BATCH: usize = 64 * 1024;
+    WebSocketConfig::default()
+        // The reader hands over at most what one read returned; a small codec buffer keeps
+        // tungstenite from zero-filling 128 KiB before every read.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(WRITE_BATCH)
+        // One batch plus one whole message (with its frame header): a peer that stops
+        // reading costs at most this much before the write deadline drops it.
+        .max_write_buffer_size(WRITE_BATCH + max_message + 16)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_frame))
+}
+
+/// The protocol state and the writing half of one connection, shared by every thread that
+/// may send on it.
+pub(crate) struct Link<W> {
+    inner: Mutex<Inner<W>>,
+}
+
+struct Inner<W> {
+    ctx: WebSocketContext,
+    writer: W,
+}
+
+impl<W: Write> Link<W> {
+    pub(crate) fn new(ctx: WebSocketContext, writer: W) -> Self {
+        Link {
+            inner: Mutex::new(Inner { ctx, writer }),
+        }
+    }
+
+    /// Runs `f` with the connection locked; `input` holds the bytes the reader just read
+    /// (empty for a thread that only writes).
+    pub(crate) fn with<T>(&self, input: &[u8], f: impl FnOnce(&mut Session<'_, W>) -> T) -> T {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        run(&mut guard, input, f)
+    }
+
+    /// Like [`Link::with`] without input, but gives up at once if another thread holds the
+    /// lock (it may be blocked writing to a peer that stopped reading).
+    pub(crate) fn try_with<T>(&self, f: impl FnOnce(&mut Session<'_, W>) -> T) -> Option<T> {
+        let mut guard = match self.inner.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(run(&mut guard, &[], f))
+    }
+}
+
+fn run<W: Write, T>(
+    guard: &mut MutexGuard<'_, Inner<W>>,
+    input: &[u8],
+    f: impl FnOnce(&mut Session<'_, W>) -> T,
+) -> T {
+    let Inner { ctx, writer } = &mut **guard;
+    f(&mut Session {
+        ctx,
+        io: Io { input, writer },
+    })
+}
+
+/// The connection while its lock is held: read the messages in the input, send, close.
+pub(crate) struct Session<'a, W> {
+    ctx: &'a mut WebSocketContext,
+    io: Io<'a, W>,
+}
+
+impl<W: Write> Session<'_, W> {
+    /// The next complete message in the input, or `None` once the input is used up and the
+    /// reader must fetch more bytes. Pongs and close replies the context queued are sent here.
+    pub(crate) fn next_message(&mut self) -> Result<Option<Message>, Error> {
+        match self.ctx.read(&mut self.io) {
+            Ok(message) => Ok(Some(message)),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues `message`; it reaches the socket at [`Session::flush`] or once the write
+    /// buffer fills, so a batch of echoes costs one write.
+    pub(crate) fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.ctx.write(&mut self.io, message)
+    }
+
+    /// Writes out everything queued, including pongs and close replies.
+    pub(crate) fn flush(&mut self) -> Result<(), Error> {
+        self.ctx.flush(&mut self.io)
+    }
+
+    /// Starts the closing handshake with `frame` and writes it out.
+    pub(crate) fn close(&mut self, frame: CloseFrame) -> Result<(), Error> {
+        self.ctx.close(&mut self.io, Some(frame))
+    }
+
+    /// False once either side has sent a Close: no data may be sent after it.
+    pub(crate) fn can_write(&self) -> bool {
+        self.ctx.can_write()
+    }
+}
+
+/// What the context reads from and writes to while the lock is held: the reader's bytes in,
+/// the transport's writer out.
+struct Io<'a, W> {
+    input: &'a [u8],
+    writer: &'a mut W,
+}
+
+impl<W> Read for Io<'_, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() {
+            // "No more bytes for now": the context keeps its partial frame and returns.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.input.read(buf)?;
+        Ok(n)
+    }
+}
+
+impl<W: Write> Write for Io<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf).map_err(write_timeout)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush().map_err(write_timeout)
+    }
+}
+
+/// A socket write deadline shows up as `WouldBlock`, which would read as "input used up";
+/// name it for what it is so it ends the connection instead of being retried.
+fn write_timeout(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "write timed out: the peer stopped reading",
+        )
+    } else {
+        e
+    }
+}
+
+/// A TCP connection shared by its reading thread and its [`Link`]: one descriptor, read
+/// outside the lock and written under it (`&TcpStream` reads and writes without `&mut`).
+#[derive(Clone)]
+pub(crate) struct Tcp(pub(crate) Arc<TcpStream>);
+
+impl Read for Tcp {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for Tcp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading thread's buffer: small while a connection is quiet, larger while big messages
+/// flow, so idle connections stay cheap and large ones need few `read` calls.
+pub(crate) struct ReadBuf {
+    buf: Vec<u8>,
+}
+
+impl ReadBuf {
+    /// The size a quiet connection keeps.
+    pub(crate) const MIN: usize = 4 * 1024;
+    /// The most one `read` asks for.
+    pub(crate) const MAX: usize = 256 * 1024;
+
+    pub(crate) fn new() -> Self {
+        ReadBuf {
+            buf: vec![0; Self::MIN],
+        }
+    }
+
+    /// One `read` from `source`; an empty slice means the peer closed its side.
+    pub(crate) fn read_from(&mut self, mut source: impl Read) -> io::Result<&[u8]> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; Self::MIN];
+        }
+        let n = source.read(&mut self.buf)?;
+        if n == self.buf.len() && n < Self::MAX {
+            // The peer had more to say than fitted: ask for more next time. Filled bytes are
+            // kept, so the grown buffer is returned with this read's data intact.
+            self.buf.resize(n * 2, 0);
+        }
+        Ok(&self.buf[..n])
+    }
+
+    /// Gives a grown buffer back once the connection has gone quiet.
+    pub(crate) fn shrink(&mut self) {
+        if self.buf.len() > Self::MIN {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::protocol::Role;
+
+    /// A masked client frame, as a browser would send it.
+    fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        frame
+    }
+
+    #[test]
+    fn split_input_yields_a_message_only_when_complete() {
+        let link = Link::new(WebSocketContext::new(Role::Server, None), Vec::new());
+        let frame = client_frame(0x1, b"hello");
+        let (head, tail) = frame.split_at(4);
+        link.with(head, |s| assert_eq!(s.next_message().unwrap(), None));
+        link.with(tail, |s| {
+            assert_eq!(s.next_message().unwrap(), Some(Message::text("hello")));
+            assert_eq!(s.next_message().unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn ping_in_input_is_answered_with_a_pong_on_the_writer() {
+        let link = Link::new(WebSocketContext::new(Role::Server, None), Vec::new());
+        link.with(&client_frame(0x9, b"p"), |s| {
+            assert!(matches!(s.next_message(), Ok(Some(Message::Ping(_)))));
+            assert_eq!(s.next_message().unwrap(), None);
+            s.flush().unwrap();
+        });
+        let written = link.inner.lock().unwrap().writer.clone();
+        assert_eq!(written, vec![0x8a, 0x01, b'p']);
+    }
+
+    #[test]
+    fn read_buffer_grows_when_filled_and_shrinks_when_asked() {
+        let mut buf = ReadBuf::new();
+        let data = vec![7u8; ReadBuf::MIN];
+        assert_eq!(buf.read_from(&data[..]).unwrap(), &data[..]);
+        assert_eq!(buf.buf.len(), 2 * ReadBuf::MIN);
+        buf.shrink();
+        assert_eq!(buf.read_from(&b"x"[..]).unwrap(), b"x");
+        assert_eq!(buf.buf.len(), ReadBuf::MIN);
+    }
+}

@@ -1,0 +1,416 @@
+//! `wsecho serve`: the test page and the echo endpoint on one port, one thread per connection.
+//!
+//! The shape follows gorilla's `examples/echo`: a listener, a handler per connection, an echo
+//! loop. Each module holds one idea:
+//! - here: binding, the accept loop, the connection cap, and stopping on request;
+//! - [`http`]: reading one request head (deadline, size cap) and the plain HTTP answers;
+//! - [`upgrade`]: the handshake policy (origin, subprotocol) and the switch to WebSocket;
+//! - [`echo`]: the echo loop of one WebSocket connection (keepalive, limits, close codes);
+//! - [`tracker`]: who is connected, and telling them all goodbye at shutdown;
+//! - [`reject`]: turning connections away without spending a thread on each.
+
+mod echo;
+mod http;
+mod reject;
+mod tracker;
+mod upgrade;
+
+use crate::link::ReadBuf;
+use crate::log::Log;
+use std::fmt;
+use std::io::{self, ErrorKind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+use tracker::Tracker;
+
+/// Stack for each connection thread. Measured: the deepest path (handshake, then a 16 MiB
+/// fragmented message, then a panic being unwound) runs in 32 KiB; this leaves 2x headroom
+/// for code changes, and only the pages a thread touches become resident.
+pub const CONNECTION_STACK: usize = 64 * 1024;
+
+/// What `wsecho serve` is asked to do. Defaults live here, in one place.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `HOST:PORT` to listen on.
+    pub addr: String,
+    /// Turns off the per-message `recv:` log (connection lines stay).
+    pub quiet: bool,
+    /// Origins allowed besides the page's own; `*` allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// How long open connections get to finish their closing handshake at shutdown.
+    pub grace: Duration,
+    /// The deadlines and caps that keep one peer from holding the server.
+    pub limits: Limits,
+}
+
+/// Deadlines and caps; each one bounds a way a peer could hold a thread or memory.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// From accept to a completed upgrade (or a plain HTTP answer).
+    pub handshake_timeout: Duration,
+    /// Open connections at most; `None` sizes it to the box at start.
+    pub max_conns: Option<usize>,
+    /// Quiet this long, the server pings the peer.
+    pub ping_interval: Duration,
+    /// Heard nothing this long (not even a pong), the server closes with 1001.
+    pub idle_timeout: Duration,
+    /// A write that makes no progress for this long drops the connection.
+    pub write_timeout: Duration,
+    /// Largest message, in bytes; larger ones get Close 1009.
+    pub max_message: usize,
+    /// Largest frame, in bytes; larger ones get Close 1009.
+    pub max_frame: usize,
+    /// Largest HTTP request head, in bytes; larger ones get 431.
+    pub max_head: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: "localhost:8080".into(),
+            quiet: false,
+            allowed_origins: Vec::new(),
+            grace: Duration::from_secs(2),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            max_conns: None,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_message: 16 << 20,
+            max_frame: 16 << 20,
+            max_head: 8 * 1024,
+        }
+    }
+}
+
+/// Why the server could not start; each says what to change.
+#[derive(Debug)]
+pub enum Error {
+    /// The address did not resolve or parse.
+    Address {
+        /// The address as given.
+        addr: String,
+        /// What the resolver said.
+        source: io::Error,
+    },
+    /// The address resolved but could not be bound.
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// What the OS said.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Address { addr, source } => write!(
+                f,
+                "cannot use address '{addr}': {source} (give --addr as HOST:PORT, e.g. localhost:8080)"
+            ),
+            Error::Bind { addr, source } => {
+                let hint = match source.kind() {
+                    ErrorKind::AddrInUse => {
+                        " (another program uses this port: pick another --addr)"
+                    }
+                    ErrorKind::PermissionDenied => {
+                        " (ports below 1024 need privileges: pick a port above 1023)"
+                    }
+                    ErrorKind::AddrNotAvailable => " (no local interface has this address)",
+                    _ => "",
+                };
+                write!(f, "cannot listen on {addr}: {source}{hint}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// What every connection thread reads: configuration, log, and the tracker.
+struct Shared {
+    config: Config,
+    max_conns: usize,
+    log: Log,
+    tracker: Arc<Tracker>,
+    policy: upgrade::Policy,
+}
+
+/// Stops a running server from another thread (a signal handler, a test).
+#[derive(Clone)]
+pub struct Stopper {
+    tracker: Arc<Tracker>,
+    wake: SocketAddr,
+}
+
+impl Stopper {
+    /// Stops accepting and starts the goodbye; [`Server::run`] returns once it is over.
+    pub fn stop(&self) {
+        if self.tracker.begin_stop() {
+            // The accept loop is blocked in accept(): one connection of our own wakes it.
+            let _ = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1));
+        }
+    }
+}
+
+impl Server {
+    /// Binds the listening socket, so that errors (port in use, bad address) surface before
+    /// anything else starts.
+    pub fn bind(config: Config, log: Log) -> Result<Server, Error> {
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<SocketAddr> = config
+            .addr
+            .to_socket_addrs()
+            .map_err(|source| Error::Address {
+                addr: config.addr.clone(),
+                source,
+            })?
+            .collect();
+        let listener = TcpListener::bind(&addrs[..]).map_err(|source| Error::Bind {
+            addr: config.addr.clone(),
+            source,
+        })?;
+        let max_conns = config.limits.max_conns.unwrap_or_else(default_max_conns);
+        let policy = upgrade::Policy::new(&config.allowed_origins);
+        let shared = Shared {
+            config,
+            max_conns,
+            log,
+            tracker: Arc::new(Tracker::new()),
+            policy,
+        };
+        Ok(Server {
+            listener,
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The address actually bound (the port, when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The handle that stops this server.
+    pub fn stopper(&self) -> Stopper {
+        let mut wake = self.local_addr();
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake.ip() {
+                IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Stopper {
+            tracker: self.shared.tracker.clone(),
+            wake,
+        }
+    }
+
+    /// Accepts connections until stopped, then closes the open ones with 1001 (going away)
+    /// and waits up to the grace period for them to finish. Returns how many were still open
+    /// when the grace period ran out.
+    pub fn run(self) -> usize {
+        let shared = &self.shared;
+        shared.log.line(format_args!(
+            "listening on http://{} (max {} connections)",
+            self.local_addr(),
+            shared.max_conns
+        ));
+        let rejecter = reject::Rejecter::start();
+        let mut backoff = Backoff::default();
+        for conn in self.listener.incoming() {
+            if shared.tracker.stopping() {
+                break;
+            }
+            match conn {
+                Ok(stream) => {
+                    backoff.reset();
+                    accept(shared, stream, &rejecter);
+                }
+                Err(e) => backoff.after(&e, &shared.log),
+            }
+        }
+        drop(self.listener);
+        let deadline = Instant::now() + shared.config.grace;
+        shared.tracker.say_goodbye(deadline);
+        let left = shared.tracker.wait_until_empty(deadline);
+        shared.log.line(format_args!(
+            "stopped ({left} connections cut at the end of the grace period)"
+        ));
+        shared.log.flush();
+        left
+    }
+}
+
+/// Hands one accepted connection to its own thread, or turns it away at capacity.
+fn accept(shared: &Arc<Shared>, stream: TcpStream, rejecter: &reject::Rejecter) {
+    let Some(ticket) = shared.tracker.admit(shared.max_conns) else {
+        rejecter.turn_away(stream);
+        return;
+    };
+    let shared_for_thread = shared.clone();
+    // The stream is shared with the spawn closure so a failed spawn can still answer 503.
+    let stream = Arc::new(stream);
+    let for_thread = stream.clone();
+    let spawned = thread::Builder::new()
+        .name("wsecho-conn".into())
+        .stack_size(CONNECTION_STACK)
+        .spawn(move || handle(&shared_for_thread, for_thread, ticket));
+    if let Err(e) = spawned {
+        shared
+            .log
+            .line(format_args!("cannot start a connection thread: {e}"));
+        if let Ok(stream) = Arc::try_unwrap(stream) {
+            rejecter.turn_away(stream);
+        }
+    }
+}
+
+/// One connection, from the first byte of its request to its last frame.
+fn handle(shared: &Shared, stream: Arc<TcpStream>, ticket: tracker::Ticket) {
+    let limits = &shared.config.limits;
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let deadline = Instant::now() + limits.handshake_timeout;
+    let _ = stream.set_nodelay(true);
+    if stream
+        .set_write_timeout(Some(limits.handshake_timeout))
+        .is_err()
+    {
+        return;
+    }
+    let head = match http::read_head(&stream, deadline, limits.max_head) {
+        Ok(head) => head,
+        Err(e) => {
+            if let Some(reply) = e.reply() {
+                reply.send(&stream);
+                linger(&stream);
+            }
+            return;
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let Some(request) = head.parse(&mut headers) else {
+        return;
+    };
+    let request = match http::route(request) {
+        http::Route::Reply(reply) => {
+            reply.send(&stream);
+            linger(&stream);
+            return;
+        }
+        http::Route::Upgrade(request) => request,
+    };
+    let ctx = match upgrade::accept(&stream, &request, head.rest(), &shared.policy, limits) {
+        Ok(ctx) => ctx,
+        Err(Some(reply)) => {
+            shared.log.line(format_args!(
+                "refused {peer}: {} {}",
+                reply.status,
+                reply.detail()
+            ));
+            reply.send(&stream);
+            linger(&stream);
+            return;
+        }
+        Err(None) => return,
+    };
+    drop(head);
+    if stream
+        .set_write_timeout(Some(limits.write_timeout))
+        .is_err()
+    {
+        return;
+    }
+    echo::serve(echo::Conn {
+        stream,
+        ctx,
+        peer,
+        limits,
+        log: &shared.log,
+        quiet: shared.config.quiet,
+        tracker: &shared.tracker,
+        ticket: &ticket,
+    });
+}
+
+/// Closes our side after a final answer, then drains what the peer still sends for a moment,
+/// so the kernel does not reset the connection (and discard our answer) over unread bytes.
+pub(crate) fn linger(stream: &TcpStream) {
+    const LINGER: Duration = Duration::from_secs(1);
+    const MAX_DRAIN: usize = 1 << 20;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut buf = ReadBuf::new();
+    let mut drained = 0;
+    while drained < MAX_DRAIN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match buf.read_from(stream) {
+            Ok([]) | Err(_) => return,
+            Ok(bytes) => drained += bytes.len(),
+        }
+    }
+}
+
+/// Default connection cap: what the open-files limit (raised to its hard limit) allows,
+/// and no more than one connection per 64 KiB of memory, so a small box refuses with 503
+/// before it runs out of memory.
+fn default_max_conns() -> usize {
+    const RESERVED_FDS: u64 = 32;
+    let fds = crate::sys::raise_open_files_limit()
+        .unwrap_or(1024)
+        .saturating_sub(RESERVED_FDS);
+    let by_memory = crate::sys::total_memory().map_or(u64::MAX, |m| m / (64 * 1024));
+    fds.min(by_memory).clamp(1, 1 << 20) as usize
+}
+
+/// Pauses after accept errors that would otherwise repeat at once (out of descriptors),
+/// doubling up to a second; the loop never exits on them.
+#[derive(Default)]
+struct Backoff {
+    delay: Duration,
+}
+
+impl Backoff {
+    fn reset(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+
+    fn after(&mut self, e: &io::Error, log: &Log) {
+        // Aborted handshakes and interrupted calls are the peer's business: just go on.
+        if matches!(
+            e.kind(),
+            ErrorKind::ConnectionAborted | ErrorKind::Interrupted
+        ) {
+            return;
+        }
+        self.delay = (self.delay * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        log.line(format_args!(
+            "accept failed: {e}; retrying in {:?}",
+            self.delay
+        ));
+        thread::sleep(self.delay);
+    }
+}

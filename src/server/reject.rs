@@ -1,0 +1,91 @@
+//! Turning connections away without spending a thread on each.
+//!
+//! At capacity the accept loop must answer `503` and move on at once: it never waits on a
+//! client. It writes the answer without blocking (a fresh socket's send buffer always has
+//! room for it) and hands the socket to one lingering thread, which drains what the client
+//! sends for a moment before closing. Closing at once would make the kernel reset the
+//! connection over the unread request, and the client could lose the 503 it was sent.
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a turned-away socket is drained before it is closed.
+const LINGER: Duration = Duration::from_secs(1);
+/// Sockets lingering at once; past this, new ones are closed straight away.
+const MAX_LINGERING: usize = 1024;
+/// How often the lingering sockets are drained.
+const POLL: Duration = Duration::from_millis(20);
+
+pub(crate) struct Rejecter {
+    queue: Option<Sender<TcpStream>>,
+}
+
+impl Rejecter {
+    /// Starts the lingering thread; without it, rejected sockets are simply closed.
+    pub(crate) fn start() -> Rejecter {
+        let (tx, rx) = bounded(MAX_LINGERING);
+        let started = thread::Builder::new()
+            .name("wsecho-reject".into())
+            .stack_size(64 * 1024)
+            .spawn(move || linger_all(rx));
+        Rejecter {
+            queue: started.ok().map(|_| tx),
+        }
+    }
+
+    /// Answers 503 (at the connection cap, or out of threads) and closes `stream`, without
+    /// blocking the caller.
+    pub(crate) fn turn_away(&self, stream: TcpStream) {
+        const RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 45\r\nConnection: close\r\n\r\n\
+wsecho is at its connection limit; try again\n";
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let _ = (&stream).write(RESPONSE);
+        let _ = stream.shutdown(Shutdown::Write);
+        if let Some(queue) = &self.queue {
+            // With the lingering thread full or gone, the socket just closes here.
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                queue.try_send(stream)
+            {}
+        }
+    }
+}
+
+fn linger_all(queue: Receiver<TcpStream>) {
+    let mut lingering: Vec<(TcpStream, Instant)> = Vec::new();
+    let mut scratch = [0u8; 4096];
+    loop {
+        let next = if lingering.is_empty() {
+            queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            queue.recv_timeout(POLL)
+        };
+        match next {
+            Ok(stream) => lingering.push((stream, Instant::now() + LINGER)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        lingering
+            .retain(|(stream, deadline)| now < *deadline && drained_and_open(stream, &mut scratch));
+    }
+}
+
+/// Reads what is waiting (a bounded amount, so a flooding peer cannot keep this thread to
+/// itself); false once the peer has closed or the socket failed.
+fn drained_and_open(mut stream: &TcpStream, scratch: &mut [u8]) -> bool {
+    for _ in 0..16 {
+        match stream.read(scratch) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+    true
+}

@@ -1,0 +1,41 @@
+//! The few facts about the host that std does not expose: the open-files limit and memory size.
+//!
+//! This is the only module allowed `unsafe`, for one `getrlimit`/`setrlimit` pair.
+
+use std::io;
+
+/// Raises the soft open-files limit to the hard limit, as the Go runtime does at start, and
+/// returns the new soft limit. Every connection holds one descriptor, so on a box whose soft
+/// limit is 1024 this is the difference between a thousand connections and many thousands.
+#[allow(unsafe_code)]
+pub(crate) fn raise_open_files_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; raising the soft limit up to the hard one needs
+        // no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is 32 bits on some targets
+    Ok(lim.rlim_cur as u64)
+}
+
+/// Total memory in bytes from `/proc/meminfo`, or `None` where it cannot be read.
+pub(crate) fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
