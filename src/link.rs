@@ -18,6 +18,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 use tungstenite::protocol::{CloseFrame, WebSocketConfig, WebSocketContext};
 use tungstenite::{Error, Message};
 
@@ -226,6 +227,27 @@ impl ReadBuf {
     pub(crate) fn shrink(&mut self) {
         if self.buf.len() > Self::MIN {
             self.buf = Vec::new();
+        }
+    }
+}
+
+/// Closes our side after a final answer (an HTTP error, our failing Close), then drains what the peer still sends for a moment,
+/// so the kernel does not reset the connection (and discard our answer) over unread bytes.
+pub(crate) fn linger(stream: &TcpStream) {
+    const LINGER: Duration = Duration::from_secs(1);
+    const MAX_DRAIN: usize = 1 << 20;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut buf = ReadBuf::new();
+    let mut drained = 0;
+    while drained < MAX_DRAIN {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match buf.read_from(stream) {
+            Ok([]) | Err(_) => return,
+            Ok(bytes) => drained += bytes.len(),
         }
     }
 }

@@ -135,7 +135,7 @@ fn serve(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
         config.addr = addr;
     }
     config.quiet = args.contains("--quiet");
-    config.allowed_origins = p.many(&mut args, "--allow-origin", nonempty)?;
+    config.allowed_origins = p.many(&mut args, "--allow-origin", "--allow-origin", nonempty)?;
     p.set(&mut args, "--grace", seconds, &mut config.grace)?;
     p.set(
         &mut args,
@@ -202,7 +202,7 @@ fn dial(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
     let wait = p
         .opt(&mut args, "--wait", seconds)?
         .unwrap_or(Duration::from_secs(1));
-    let mut headers = p.many(&mut args, ["-H", "--header"], nonempty)?;
+    let mut headers = p.many(&mut args, ["-H", "--header"], "--header", nonempty)?;
     let origin = p.opt(&mut args, "--origin", nonempty)?;
     let subprotocol = p.opt(&mut args, "--subprotocol", nonempty)?;
     p.set(
@@ -218,10 +218,13 @@ fn dial(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
         &mut options.ping_interval,
     )?;
     p.set(&mut args, "--max-message", bytes, &mut options.max_message)?;
-    let url: Option<String> = args.opt_free_from_str().map_err(|e| Usage {
-        message: e.to_string(),
-        help: HELP,
-    })?;
+    // A leftover that looks like a flag is an unknown flag, not the URL.
+    let url = args
+        .opt_free_from_fn(|s: &str| match s.starts_with('-') {
+            true => Err(format!("unknown flag '{s}'")),
+            false => Ok(s.to_string()),
+        })
+        .map_err(|e| p.error("", e))?;
     p.finish(args)?;
     if binary && !stdin {
         return Err(Usage {
@@ -316,13 +319,14 @@ impl Parser {
     fn many<T>(
         &self,
         args: &mut pico_args::Arguments,
-        flag: impl Into<pico_args::Keys> + Copy,
+        keys: impl Into<pico_args::Keys> + Copy,
+        flag: &'static str,
         parse: fn(&str) -> Result<T, String>,
     ) -> Result<Vec<T>, Usage> {
         let mut values = Vec::new();
         while let Some(value) = args
-            .opt_value_from_fn(flag, parse)
-            .map_err(|e| self.error("", e))?
+            .opt_value_from_fn(keys, parse)
+            .map_err(|e| self.error(flag, e))?
         {
             values.push(value);
         }
@@ -332,9 +336,9 @@ impl Parser {
     fn error(&self, flag: &str, e: pico_args::Error) -> Usage {
         let message = match e {
             pico_args::Error::OptionWithoutAValue(f) => format!("{f} needs a value"),
-            pico_args::Error::Utf8ArgumentParsingFailed { value, .. } => {
-                format!("{flag}: '{value}' is not valid UTF-8")
-            }
+            // pico-args reports our own parsers' refusals this way; `cause` is their message.
+            pico_args::Error::Utf8ArgumentParsingFailed { cause, .. } => format!("{flag}: {cause}"),
+            pico_args::Error::NonUtf8Argument => format!("{flag}: the value is not valid UTF-8"),
             pico_args::Error::ArgumentParsingFailed { cause } => format!("{flag}: {cause}"),
             other => format!("{flag}: {other}"),
         };

@@ -68,6 +68,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
         ping_interval: options.ping_interval,
         pinged: false,
         armed: None,
+        primed: false,
     };
     Ok((reader, Writer { link }))
 }
@@ -235,6 +236,8 @@ pub struct Reader {
     ping_interval: Duration,
     pinged: bool,
     armed: Option<Duration>,
+    /// Whether the bytes that arrived with the 101 have been parsed.
+    primed: bool,
 }
 
 impl Reader {
@@ -254,6 +257,12 @@ impl Reader {
 
     /// One read from the socket, handed to the context; queues what it completes.
     fn fill(&mut self) -> Result<(), Error> {
+        if !self.primed {
+            // Frames that came in the same read as the 101 are already in the context: parse
+            // them before blocking on the socket, which may stay silent after them.
+            self.primed = true;
+            return hand_over(&self.link, &[], &mut self.queue, &mut self.close);
+        }
         if self.armed != Some(self.ping_interval) {
             self.stream
                 .set_read_timeout(Some(self.ping_interval))
@@ -292,43 +301,55 @@ impl Reader {
             Err(e) => return Err(Error::Lost(e.to_string())),
         };
         self.pinged = false;
-        let (queue, close) = (&mut self.queue, &mut self.close);
-        self.link.with(bytes, |s| {
-            loop {
-                match s.next_message() {
-                    Ok(Some(Message::Close(frame))) => *close = Some(frame),
-                    Ok(Some(m @ (Message::Text(_) | Message::Binary(_)))) => queue.push_back(m),
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                        close.get_or_insert(None);
-                        break;
-                    }
-                    Err(e) => {
-                        let code = match &e {
-                            WsError::Utf8(_) => CloseCode::Invalid,
-                            WsError::Capacity(_) => CloseCode::Size,
-                            _ => CloseCode::Protocol,
-                        };
-                        if matches!(
-                            e,
-                            WsError::Protocol(_) | WsError::Utf8(_) | WsError::Capacity(_)
-                        ) {
-                            let _ = s.close(CloseFrame {
-                                code,
-                                reason: "".into(),
-                            });
-                        }
-                        return Err(lost(e));
-                    }
-                }
-            }
-            match s.flush() {
-                Ok(()) | Err(WsError::ConnectionClosed) => Ok(()),
-                Err(e) => Err(lost(e)),
-            }
+        hand_over(&self.link, bytes, &mut self.queue, &mut self.close).inspect_err(|_| {
+            // We failed the connection (and sent our Close, if the peer broke the rules):
+            // let the peer read it instead of a reset.
+            crate::link::linger(&self.stream);
         })
     }
+}
+
+/// Hands `input` to the context and queues the messages it completes; sends the Close a
+/// broken rule calls for (1002, 1007, 1009).
+fn hand_over(
+    link: &Link<Tcp>,
+    input: &[u8],
+    queue: &mut VecDeque<Message>,
+    close: &mut Option<Option<CloseFrame>>,
+) -> Result<(), Error> {
+    link.with(input, |s| {
+        loop {
+            match s.next_message() {
+                Ok(Some(Message::Close(frame))) => *close = Some(frame),
+                Ok(Some(m @ (Message::Text(_) | Message::Binary(_)))) => queue.push_back(m),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    close.get_or_insert(None);
+                    break;
+                }
+                Err(e) => {
+                    let code = match &e {
+                        WsError::Protocol(_) => Some(CloseCode::Protocol),
+                        WsError::Utf8(_) => Some(CloseCode::Invalid),
+                        WsError::Capacity(_) => Some(CloseCode::Size),
+                        _ => None,
+                    };
+                    if let Some(code) = code {
+                        let _ = s.close(CloseFrame {
+                            code,
+                            reason: "".into(),
+                        });
+                    }
+                    return Err(lost(e));
+                }
+            }
+        }
+        match s.flush() {
+            Ok(()) | Err(WsError::ConnectionClosed) => Ok(()),
+            Err(e) => Err(lost(e)),
+        }
+    })
 }
 
 fn lost(e: WsError) -> Error {

@@ -75,7 +75,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
     let end = echo.run();
     if let End::ClosedByServer(..) = end {
         // Our Close is written; let the peer read it rather than a reset.
-        super::linger(&stream);
+        crate::link::linger(&stream);
     }
     match end {
         End::Closed(Some(f)) if f.reason.is_empty() => {

@@ -15,7 +15,6 @@ mod reject;
 mod tracker;
 mod upgrade;
 
-use crate::link::ReadBuf;
 use crate::log::Log;
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -303,7 +302,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, ticket: tracker::Ticket) {
         Err(e) => {
             if let Some(reply) = e.reply() {
                 reply.send(&stream);
-                linger(&stream);
+                crate::link::linger(&stream);
             }
             return;
         }
@@ -315,7 +314,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, ticket: tracker::Ticket) {
     let request = match http::route(request) {
         http::Route::Reply(reply) => {
             reply.send(&stream);
-            linger(&stream);
+            crate::link::linger(&stream);
             return;
         }
         http::Route::Upgrade(request) => request,
@@ -329,7 +328,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, ticket: tracker::Ticket) {
                 reply.detail()
             ));
             reply.send(&stream);
-            linger(&stream);
+            crate::link::linger(&stream);
             return;
         }
         Err(None) => return,
@@ -351,27 +350,6 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, ticket: tracker::Ticket) {
         tracker: &shared.tracker,
         ticket: &ticket,
     });
-}
-
-/// Closes our side after a final answer, then drains what the peer still sends for a moment,
-/// so the kernel does not reset the connection (and discard our answer) over unread bytes.
-pub(crate) fn linger(stream: &TcpStream) {
-    const LINGER: Duration = Duration::from_secs(1);
-    const MAX_DRAIN: usize = 1 << 20;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let deadline = Instant::now() + LINGER;
-    let mut buf = ReadBuf::new();
-    let mut drained = 0;
-    while drained < MAX_DRAIN {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match buf.read_from(stream) {
-            Ok([]) | Err(_) => return,
-            Ok(bytes) => drained += bytes.len(),
-        }
-    }
 }
 
 /// Default connection cap: what the open-files limit (raised to its hard limit) allows,
