@@ -1,0 +1,904 @@
+//! `wsecho dial`, black box: the real binary against `wsecho serve` and against small
+//! tungstenite peers written here, over loopback sockets. Every wait has a deadline.
+
+mod common;
+
+use common::{Finished, Server, free_port, port_accepts, run, wsecho};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use tungstenite::error::Error as WsError;
+use tungstenite::handshake::derive_accept_key;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role};
+use tungstenite::{Bytes, Message, WebSocket};
+
+/// Backstop for one dial run; the tests' own bounds are tighter where timing matters.
+const LIMIT: Duration = Duration::from_secs(10);
+/// How long an in-test peer waits for the dial to connect, or for a read.
+const PEER_LIMIT: Duration = Duration::from_secs(10);
+
+// ---- running wsecho ---------------------------------------------------------------------
+
+fn dial(args: &[&str]) -> Command {
+    let mut cmd = Command::new(wsecho());
+    cmd.arg("dial").args(args);
+    cmd
+}
+
+/// `wsecho serve` on a fresh loopback port, killed on drop.
+fn serve() -> Server {
+    let port = free_port();
+    let mut cmd = Command::new(wsecho());
+    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")]);
+    Server::start("dial-serve", cmd, port)
+}
+
+fn addr(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("ws://127.0.0.1:{port}{path}")
+}
+
+/// Runs `wsecho dial ARGS` to completion (no stdin).
+fn run_dial(args: &[&str]) -> Finished {
+    let done = run("wsecho dial", &mut dial(args), None, LIMIT);
+    assert_no_panic(&done);
+    done
+}
+
+fn assert_no_panic(done: &Finished) {
+    assert!(
+        !done.stdout.contains("panicked") && !done.stderr.contains("panicked"),
+        "wsecho panicked: {}",
+        done.describe()
+    );
+}
+
+fn assert_exit(done: &Finished, code: i32) {
+    assert_eq!(
+        done.status.code(),
+        Some(code),
+        "expected exit {code}: {}",
+        done.describe()
+    );
+}
+
+/// Exit 1 with nothing on stdout and exactly one diagnostic line (besides 'connecting to')
+/// that contains every one of `needles`.
+fn assert_fails_with(done: &Finished, needles: &[&str]) {
+    assert_no_panic(done);
+    assert_exit(done, 1);
+    assert_eq!(done.stdout, "", "stdout: {}", done.describe());
+    let said = one_diagnostic(done);
+    for needle in needles {
+        assert!(
+            said.contains(needle),
+            "error line lacks {needle:?}: {}",
+            done.describe()
+        );
+    }
+}
+
+/// Exit 2 (usage) with one line naming each of `needles` and pointing to the help.
+fn assert_usage_error(done: &Finished, needles: &[&str]) {
+    assert_no_panic(done);
+    assert_exit(done, 2);
+    let said = one_diagnostic(done);
+    for needle in needles.iter().chain(&["--help"]) {
+        assert!(
+            said.contains(needle),
+            "usage error lacks {needle:?}: {}",
+            done.describe()
+        );
+    }
+}
+
+fn one_diagnostic(done: &Finished) -> String {
+    let lines: Vec<&str> = done
+        .stderr
+        .lines()
+        .filter(|l| !l.starts_with("connecting to "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one diagnostic line: {}",
+        done.describe()
+    );
+    lines[0].to_string()
+}
+
+/// A process running in the background, its stdout read line by line as it comes;
+/// killed on drop.
+struct Running {
+    what: String,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Running {
+    fn start(what: &str, mut cmd: Command) -> Running {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let mut out = BufReader::new(child.stdout.take().expect("stdout pipe"));
+        let stdout = thread::spawn(move || {
+            let mut all = String::new();
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match out.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return all,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                all.push_str(&text);
+                let _ = tx.send(text);
+            }
+        });
+        let mut err = child.stderr.take().expect("stderr pipe");
+        let stderr = thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = err.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        });
+        Running {
+            what: what.to_string(),
+            child,
+            lines,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+
+    fn sigint(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on the pid of our own child, which is not reaped yet.
+        let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(rc, 0, "{}: kill -INT failed", self.what);
+    }
+
+    /// The next line on stdout; panics after `limit`.
+    fn next_line(&mut self, limit: Duration) -> String {
+        match self.lines.recv_timeout(limit) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait after kill");
+                let done = self.collect(status);
+                panic!(
+                    "{}: no line on stdout within {limit:?}\n{}",
+                    self.what,
+                    done.describe()
+                );
+            }
+        }
+    }
+
+    /// Waits for the process to exit (panics after `limit`); returns its output and when
+    /// the exit was seen (polled every 5 ms).
+    fn wait(mut self, limit: Duration) -> (Finished, Instant) {
+        let start = Instant::now();
+        loop {
+            match self.child.try_wait().expect("try_wait") {
+                Some(status) => {
+                    let exited = Instant::now();
+                    let done = self.collect(status);
+                    assert_no_panic(&done);
+                    return (done, exited);
+                }
+                None if start.elapsed() > limit => {
+                    let _ = self.child.kill();
+                    let status = self.child.wait().expect("wait after kill");
+                    let done = self.collect(status);
+                    panic!(
+                        "{}: still running after {limit:?}, killed\n{}",
+                        self.what,
+                        done.describe()
+                    );
+                }
+                None => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Finished {
+        let join = |h: Option<JoinHandle<String>>| h.map(|h| h.join().unwrap()).unwrap_or_default();
+        Finished {
+            status,
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- in-test peers ----------------------------------------------------------------------
+
+type Ws = WebSocket<TcpStream>;
+
+/// A one-connection WebSocket server on a loopback port: accepts one client, upgrades it,
+/// and runs `serve` on a thread; its result comes back on the receiver.
+fn peer<T: Send + 'static>(
+    serve: impl FnOnce(Ws) -> T + Send + 'static,
+) -> (u16, mpsc::Receiver<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let stream = accept_within(&listener, PEER_LIMIT);
+        stream
+            .set_read_timeout(Some(PEER_LIMIT))
+            .expect("set_read_timeout");
+        let ws = tungstenite::accept(stream).expect("peer: WebSocket handshake");
+        let _ = tx.send(serve(ws));
+    });
+    (port, rx)
+}
+
+fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
+    listener.set_nonblocking(true).expect("set_nonblocking");
+    let deadline = Instant::now() + limit;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).expect("set_nonblocking");
+                return stream;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("peer: no connection within {limit:?}: {e}"),
+        }
+    }
+}
+
+/// A peer that answers the upgrade with its 101 response and `frames` (unmasked server
+/// frames) in one write, so they reach the client in the same read as the response head;
+/// then reads until the connection ends.
+fn peer_101_with(frames: Vec<u8>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    thread::spawn(move || {
+        let mut stream = accept_within(&listener, PEER_LIMIT);
+        stream
+            .set_read_timeout(Some(PEER_LIMIT))
+            .expect("set_read_timeout");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let key = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("sec-websocket-key")
+                    .then(|| value.trim().to_string())
+            })
+            .expect("request without Sec-WebSocket-Key");
+        let mut reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        )
+        .into_bytes();
+        reply.extend_from_slice(&frames);
+        stream.write_all(&reply).expect("write 101");
+        let mut ws = WebSocket::from_raw_socket(stream, Role::Server, None);
+        while ws.read().is_ok() {}
+    });
+    port
+}
+
+/// The peer's result; panics if it does not come within `limit` (or the peer panicked).
+fn outcome<T>(rx: &mpsc::Receiver<T>, limit: Duration) -> T {
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("in-test peer gave no result within {limit:?}: {e}"))
+}
+
+/// What an echoing peer saw.
+#[derive(Debug, Default)]
+struct Seen {
+    texts: Vec<String>,
+    binaries: Vec<Vec<u8>>,
+    /// The client's Close frame, once it sent one (`Some(None)`: Close without a code).
+    close: Option<Option<CloseFrame>>,
+}
+
+/// Echoes every message back as it came until the connection ends; tungstenite answers the
+/// client's Close.
+fn echo(mut ws: Ws) -> Seen {
+    let mut seen = Seen::default();
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => {
+                seen.texts.push(t.to_string());
+                let _ = ws.send(Message::Text(t));
+            }
+            Ok(Message::Binary(b)) => {
+                seen.binaries.push(b.to_vec());
+                let _ = ws.send(Message::Binary(b));
+            }
+            Ok(Message::Close(frame)) => seen.close = Some(frame),
+            Ok(_) => {}
+            Err(_) => return seen,
+        }
+    }
+}
+
+fn is_timeout(e: &WsError) -> bool {
+    matches!(e, WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+// ---- time text --------------------------------------------------------------------------
+
+/// Seconds since the epoch of an RFC 3339 UTC time such as `2026-11-26T15:50:15.123456Z`;
+/// `None` if the text is not one.
+fn rfc3339_secs(s: &str) -> Option<f64> {
+    let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+    let date: Vec<&str> = date.split('-').collect();
+    let time: Vec<&str> = time.split(':').collect();
+    if date.len() != 3 || time.len() != 3 || date[0].len() != 4 {
+        return None;
+    }
+    if [date[1], date[2], time[0], time[1]]
+        .iter()
+        .any(|f| f.len() != 2)
+    {
+        return None;
+    }
+    let num = |f: &str| f.parse::<i64>().ok();
+    let (y, m, d) = (num(date[0])?, num(date[1])?, num(date[2])?);
+    let (hh, mm) = (num(time[0])?, num(time[1])?);
+    let ss: f64 = time[2].parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss >= 61.0 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+/// The times of `recv: TIME` lines; panics on any other line.
+fn recv_times(done: &Finished) -> Vec<f64> {
+    done.stdout
+        .lines()
+        .map(|line| {
+            line.strip_prefix("recv: ")
+                .and_then(rfc3339_secs)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "not a 'recv: <RFC 3339 time>' line: {line:?}\n{}",
+                        done.describe()
+                    )
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn rfc3339_parser_used_by_these_tests_is_right() {
+    assert_eq!(rfc3339_secs("1970-01-01T00:00:00.000000Z"), Some(0.0));
+    assert_eq!(rfc3339_secs("2000-02-29T00:00:00.5Z"), Some(951_782_400.5));
+    assert_eq!(rfc3339_secs("2026-11-26T15:50:15Z"), Some(1_795_708_215.0));
+    assert_eq!(rfc3339_secs("2026-11-26 15:50:15Z"), None);
+    assert_eq!(rfc3339_secs("hello"), None);
+}
+
+// ---- 1: dialing wsecho serve ------------------------------------------------------------
+
+#[test]
+fn dial_says_which_url_it_connects_to_on_stderr() {
+    let server = serve();
+    let done = run_dial(&[
+        "--addr",
+        &addr(server.port),
+        "--count",
+        "1",
+        "--interval",
+        "0.05",
+    ]);
+    assert_exit(&done, 0);
+    let first = done.stderr.lines().next().unwrap_or("");
+    assert_eq!(
+        first,
+        format!("connecting to ws://127.0.0.1:{}/echo", server.port),
+        "{}",
+        done.describe()
+    );
+}
+
+#[test]
+fn default_ticks_come_back_as_recv_lines_about_a_second_apart() {
+    let server = serve();
+    let done = run_dial(&["--addr", &addr(server.port), "--count", "3"]);
+    assert_exit(&done, 0);
+    let times = recv_times(&done);
+    assert_eq!(times.len(), 3, "{}", done.describe());
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (0.7..=1.6).contains(&gap),
+            "ticks {gap:.3} s apart, expected about 1 s: {}",
+            done.describe()
+        );
+    }
+}
+
+// ---- 2: Ctrl-C ------------------------------------------------------------------------------
+
+#[test]
+fn sigint_sends_close_1000_and_exits_0_promptly() {
+    let (ready_tx, ready) = mpsc::channel();
+    let (port, seen) = peer(move |ws| {
+        let _ = ready_tx.send(());
+        echo(ws)
+    });
+    let client = Running::start("wsecho dial", dial(&[&url(port, "/echo")]));
+    ready.recv_timeout(LIMIT).expect("dial never connected");
+    client.sigint();
+    let signalled = Instant::now();
+    let (done, exited) = client.wait(Duration::from_secs(5));
+    assert_exit(&done, 0);
+    let took = exited - signalled;
+    assert!(
+        took < Duration::from_millis(1500),
+        "exited {took:?} after SIGINT: {}",
+        done.describe()
+    );
+    let seen = outcome(&seen, Duration::from_secs(5));
+    let frame = seen
+        .close
+        .flatten()
+        .expect("the peer received no Close with a code");
+    assert_eq!(u16::from(frame.code), 1000, "Close frame: {frame:?}");
+}
+
+#[test]
+fn sigint_with_a_peer_that_never_answers_close_exits_0_after_at_most_a_second() {
+    let (ready_tx, ready) = mpsc::channel();
+    let (port, _held) = peer(move |ws| {
+        let _ = ready_tx.send(());
+        // Read nothing, answer nothing, keep the connection open.
+        thread::sleep(Duration::from_secs(4));
+        drop(ws);
+    });
+    let client = Running::start("wsecho dial", dial(&[&url(port, "/echo")]));
+    ready.recv_timeout(LIMIT).expect("dial never connected");
+    client.sigint();
+    let signalled = Instant::now();
+    let (done, exited) = client.wait(Duration::from_secs(5));
+    assert_exit(&done, 0);
+    let took = exited - signalled;
+    assert!(
+        took < Duration::from_millis(1600),
+        "exited {took:?} after SIGINT, expected within about 1 s: {}",
+        done.describe()
+    );
+}
+
+// ---- 3: --count ----------------------------------------------------------------------------
+
+#[test]
+fn count_sends_n_messages_prints_n_echoes_and_exits_0() {
+    let server = serve();
+    let done = run_dial(&[
+        "--addr",
+        &addr(server.port),
+        "--count",
+        "5",
+        "--interval",
+        "0.05",
+    ]);
+    assert_exit(&done, 0);
+    assert_eq!(recv_times(&done).len(), 5, "{}", done.describe());
+}
+
+#[test]
+fn count_waits_for_echoes_that_come_late() {
+    // Each echo comes 150 ms after its message, so the last arrives well after the last tick.
+    let (port, seen) = peer(|mut ws| {
+        let mut texts = 0;
+        loop {
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    texts += 1;
+                    thread::sleep(Duration::from_millis(150));
+                    let _ = ws.send(Message::Text(t));
+                }
+                Ok(_) => {}
+                Err(_) => return texts,
+            }
+        }
+    });
+    let done = run_dial(&[&url(port, "/echo"), "--count", "3", "--interval", "0.05"]);
+    assert_exit(&done, 0);
+    assert_eq!(recv_times(&done).len(), 3, "{}", done.describe());
+    assert_eq!(
+        outcome(&seen, Duration::from_secs(5)),
+        3,
+        "messages the peer got"
+    );
+}
+
+// ---- 4: --stdin ----------------------------------------------------------------------------
+
+fn run_stdin(args: &[&str], input: &[u8]) -> Finished {
+    let mut cmd = dial(args);
+    let done = run("wsecho dial --stdin", &mut cmd, Some(input.to_vec()), LIMIT);
+    assert_no_panic(&done);
+    done
+}
+
+#[test]
+fn stdin_line_comes_back_bare_when_stdout_is_a_pipe() {
+    let server = serve();
+    let done = run_stdin(&["--stdin", &server.echo_url()], b"hi\n");
+    assert_exit(&done, 0);
+    assert_eq!(done.stdout, "hi\n", "{}", done.describe());
+}
+
+#[test]
+fn stdin_thousand_unicode_lines_round_trip_in_order() {
+    let server = serve();
+    let input: String = (0..1000)
+        .map(|i| format!("{i:04} héllo wörld ✓ 日本語 🦀 {}\n", "x".repeat(i % 50)))
+        .collect();
+    let done = run_stdin(&["--stdin", &server.echo_url()], input.as_bytes());
+    assert_exit(&done, 0);
+    assert!(
+        done.stdout == input,
+        "stdout differs from stdin ({} vs {} lines): {}",
+        done.stdout.lines().count(),
+        input.lines().count(),
+        done.describe()
+    );
+}
+
+#[test]
+fn stdin_binary_sends_binary_messages_and_prints_their_bytes() {
+    let (port, seen) = peer(echo);
+    let input: &[u8] = b"abc\n\xff\xfe\x00 not utf-8\nlast\n";
+    let done = run_stdin(&["--stdin", "--binary", &url(port, "/echo")], input);
+    assert_exit(&done, 0);
+    assert_eq!(
+        done.stdout,
+        String::from_utf8_lossy(input),
+        "{}",
+        done.describe()
+    );
+    let seen = outcome(&seen, Duration::from_secs(5));
+    assert!(seen.texts.is_empty(), "text messages: {:?}", seen.texts);
+    let expected: Vec<Vec<u8>> = vec![
+        b"abc".to_vec(),
+        b"\xff\xfe\x00 not utf-8".to_vec(),
+        b"last".to_vec(),
+    ];
+    assert_eq!(seen.binaries, expected);
+}
+
+#[test]
+fn stdin_empty_exits_0_without_output() {
+    let server = serve();
+    let done = run_stdin(&["--stdin", &server.echo_url()], b"");
+    assert_exit(&done, 0);
+    assert_eq!(done.stdout, "", "{}", done.describe());
+}
+
+// ---- 5: the server closes first ----------------------------------------------------------
+
+#[test]
+fn server_shutting_down_with_1001_ends_dial_with_0() {
+    let port = free_port();
+    let mut cmd = Command::new(wsecho());
+    cmd.args(["serve", "--addr", &addr(port)]);
+    let server = Running::start("wsecho serve", cmd);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !port_accepts(port) {
+        assert!(
+            Instant::now() < deadline,
+            "wsecho serve not accepting on {port}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = Running::start(
+        "wsecho dial",
+        dial(&["--addr", &addr(port), "--interval", "0.1"]),
+    );
+    let first = client.next_line(LIMIT);
+    assert!(first.starts_with("recv: "), "first line {first:?}");
+    server.sigint();
+    let (done, _) = client.wait(Duration::from_secs(5));
+    assert_exit(&done, 0);
+    assert!(done.stderr.contains("1001"), "{}", done.describe());
+    let (served, _) = server.wait(Duration::from_secs(5));
+    assert_exit(&served, 0);
+}
+
+#[test]
+fn server_closing_with_4000_ends_dial_with_1() {
+    let (port, _seen) = peer(|mut ws| {
+        // Close after the first tick (a Close right behind the 101 is another test).
+        let _ = ws.read();
+        let _ = ws.close(Some(CloseFrame {
+            code: CloseCode::from(4000),
+            reason: "custom".into(),
+        }));
+        while ws.read().is_ok() {}
+    });
+    let done = run_dial(&[&url(port, "/echo"), "--interval", "0.05"]);
+    assert_fails_with(&done, &["4000"]);
+}
+
+#[test]
+fn message_arriving_with_the_101_response_is_printed_at_once() {
+    // Text frame "early", right behind the response head, then nothing.
+    let port = peer_101_with(b"\x81\x05early".to_vec());
+    let mut client = Running::start(
+        "wsecho dial",
+        dial(&[&url(port, "/echo"), "--interval", "100"]),
+    );
+    assert_eq!(client.next_line(Duration::from_secs(3)), "recv: early\n");
+}
+
+#[test]
+fn close_arriving_with_the_101_response_ends_dial_at_once() {
+    // Close 1001 "bye", right behind the response head.
+    let port = peer_101_with(b"\x88\x05\x03\xe9bye".to_vec());
+    let client = Running::start(
+        "wsecho dial",
+        dial(&[&url(port, "/echo"), "--interval", "100"]),
+    );
+    let (done, _) = client.wait(Duration::from_secs(3));
+    assert_exit(&done, 0);
+    assert!(done.stderr.contains("1001"), "{}", done.describe());
+}
+
+// ---- 6: reading and writing at once ------------------------------------------------------
+
+#[test]
+fn pings_are_answered_while_ticking() {
+    const TICKS: usize = 20;
+    let (port, seen) = peer(|mut ws| {
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("set_read_timeout");
+        let give_up = Instant::now() + PEER_LIMIT;
+        let (mut pings, mut pongs, mut texts) = (0u32, Vec::new(), 0usize);
+        let mut next_ping = Instant::now();
+        while Instant::now() < give_up {
+            // Ping every 50 ms until the last tick is echoed: every pong then precedes Close.
+            if texts < TICKS && Instant::now() >= next_ping {
+                let _ = ws.send(Message::Ping(Bytes::from(pings.to_be_bytes().to_vec())));
+                pings += 1;
+                next_ping += Duration::from_millis(50);
+            }
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    texts += 1;
+                    let _ = ws.send(Message::Text(t));
+                }
+                Ok(Message::Pong(p)) => pongs.push(p.to_vec()),
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => break,
+            }
+        }
+        (pings, pongs, texts)
+    });
+    let done = run_dial(&[&url(port, "/echo"), "--interval", "0.05", "--count", "20"]);
+    assert_exit(&done, 0);
+    assert_eq!(recv_times(&done).len(), TICKS, "{}", done.describe());
+    let (pings, pongs, texts) = outcome(&seen, Duration::from_secs(5));
+    assert_eq!(texts, TICKS);
+    assert!(pings >= 5, "only {pings} pings sent");
+    let expected: Vec<Vec<u8>> = (0..pings).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(pongs, expected, "pongs for {pings} pings");
+}
+
+#[test]
+fn ticks_keep_coming_while_the_server_sends_nothing() {
+    const TICKS: usize = 10;
+    let (port, seen) = peer(|mut ws| {
+        let connected = Instant::now();
+        let mut arrivals = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(Message::Text(_)) => arrivals.push(connected.elapsed()),
+                Ok(_) => {}
+                Err(_) => return arrivals,
+            }
+        }
+    });
+    let done = run_dial(&[&url(port, "/echo"), "--interval", "0.1", "--count", "10"]);
+    assert_exit(&done, 0);
+    assert_eq!(
+        done.stdout,
+        "",
+        "the peer sent nothing: {}",
+        done.describe()
+    );
+    let arrivals = outcome(&seen, Duration::from_secs(5));
+    assert_eq!(arrivals.len(), TICKS, "ticks received: {arrivals:?}");
+    assert!(
+        arrivals[TICKS - 1] <= Duration::from_millis(2500),
+        "{TICKS} ticks at 0.1 s took {:?}: {arrivals:?}",
+        arrivals[TICKS - 1]
+    );
+}
+
+// ---- 7: errors ----------------------------------------------------------------------------
+
+#[test]
+fn refused_connection_is_one_line_and_exit_1() {
+    let port = free_port();
+    let done = run_dial(&["--addr", &addr(port)]);
+    assert_fails_with(&done, &["cannot connect", "refused"]);
+}
+
+#[test]
+fn unresolvable_host_is_one_line_and_exit_1() {
+    let done = run_dial(&["ws://nonexistent.invalid/echo"]);
+    assert_fails_with(&done, &["cannot resolve", "nonexistent.invalid"]);
+}
+
+#[test]
+fn silent_server_times_out_the_handshake_with_exit_1() {
+    // The kernel completes the TCP handshake; nobody ever answers the upgrade request.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    let start = Instant::now();
+    let done = run_dial(&[&url(port, "/echo"), "--connect-timeout", "0.5"]);
+    let took = start.elapsed();
+    assert_no_panic(&done);
+    assert_exit(&done, 1);
+    let said = one_diagnostic(&done);
+    assert!(
+        ["in time", "no answer", "timed out"]
+            .iter()
+            .any(|s| said.contains(s)),
+        "message does not say it timed out: {}",
+        done.describe()
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: {}",
+        done.describe()
+    );
+    drop(listener);
+}
+
+#[test]
+fn foreign_origin_is_refused_with_403() {
+    let server = serve();
+    let done = run_dial(&[
+        "--addr",
+        &addr(server.port),
+        "--origin",
+        "http://evil.example",
+    ]);
+    assert_fails_with(
+        &done,
+        &["server refused the WebSocket upgrade: 403 Forbidden"],
+    );
+}
+
+#[test]
+fn wrong_path_is_refused_with_404() {
+    let server = serve();
+    let done = run_dial(&[&url(server.port, "/nope")]);
+    assert_fails_with(&done, &["404"]);
+}
+
+#[test]
+fn http_scheme_is_refused_clearly() {
+    let done = run_dial(&["http://127.0.0.1:1/echo"]);
+    assert_fails_with(&done, &["unsupported scheme", "http"]);
+}
+
+#[test]
+fn wss_scheme_is_refused_as_unsupported() {
+    let done = run_dial(&["wss://127.0.0.1:1/echo"]);
+    assert_fails_with(&done, &["wss://", "not supported"]);
+}
+
+#[test]
+fn malformed_url_is_refused() {
+    let done = run_dial(&["ws://a b/echo"]);
+    assert_fails_with(&done, &["malformed URL"]);
+}
+
+#[test]
+fn header_without_colon_is_refused() {
+    let port = free_port();
+    let done = run_dial(&["--addr", &addr(port), "-H", "novalue"]);
+    assert_fails_with(&done, &["invalid header", "novalue"]);
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error_naming_it() {
+    let port = free_port();
+    for args in [vec!["--bogus"], vec!["--addr", &addr(port), "--bogus"]] {
+        let done = run_dial(&args);
+        assert_usage_error(&done, &["--bogus", "unknown flag"]);
+    }
+}
+
+#[test]
+fn count_that_is_not_a_number_is_a_usage_error() {
+    let done = run_dial(&["--addr", &addr(free_port()), "--count", "abc"]);
+    assert_usage_error(&done, &["--count", "abc", "number"]);
+    assert!(
+        !done.stderr.contains("UTF-8"),
+        "misleading: {}",
+        done.describe()
+    );
+}
+
+#[test]
+fn interval_without_value_is_a_usage_error() {
+    let done = run_dial(&["--addr", &addr(free_port()), "--interval"]);
+    assert_usage_error(&done, &["--interval"]);
+}
+
+#[test]
+fn binary_without_stdin_is_a_usage_error() {
+    let done = run_dial(&["--addr", &addr(free_port()), "--binary"]);
+    assert_usage_error(&done, &["--binary", "--stdin"]);
+}
+
+// ---- 8: help ------------------------------------------------------------------------------
+
+#[test]
+fn help_exits_0_and_documents_exit_codes() {
+    let done = run_dial(&["--help"]);
+    assert_exit(&done, 0);
+    let help = &done.stdout;
+    let (_, codes) = help
+        .split_once("Exit status")
+        .unwrap_or_else(|| panic!("no 'Exit status' section: {}", done.describe()));
+    for code in ["0", "1", "2"] {
+        assert!(
+            codes
+                .split(|c: char| !c.is_ascii_digit())
+                .any(|w| w == code),
+            "exit status {code} undocumented: {}",
+            done.describe()
+        );
+    }
+    for flag in ["--count", "--stdin", "--interval", "--connect-timeout"] {
+        assert!(
+            help.contains(flag),
+            "{flag} undocumented: {}",
+            done.describe()
+        );
+    }
+}

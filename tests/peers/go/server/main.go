@@ -1,0 +1,67 @@
+// go-echo-server: an independent WebSocket echo server (gorilla/websocket),
+// used as a peer by wsecho's interop tests (tests/interop.rs). It behaves like
+// gorilla's examples/echo server: /echo upgrades and echoes every message
+// back with the same message type. Any Origin is accepted (test peer only).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+
+	"github.com/gorilla/websocket"
+)
+
+var (
+	addr    = flag.String("addr", "127.0.0.1:8080", "http service address")
+	logging = flag.Bool("log", false, "log connections and messages")
+)
+
+var upgrader = websocket.Upgrader{
+	CheckOrigin: func(r *http.Request) bool { return true },
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	c, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		if *logging {
+			log.Print("upgrade: ", err)
+		}
+		return
+	}
+	defer c.Close()
+	for {
+		mt, msg, err := c.ReadMessage()
+		if err != nil {
+			// gorilla's default close handler already replied with the same code.
+			if *logging {
+				log.Print("read: ", err)
+			}
+			return
+		}
+		if *logging {
+			log.Printf("recv: type=%d len=%d", mt, len(msg))
+		}
+		if err := c.WriteMessage(mt, msg); err != nil {
+			if *logging {
+				log.Print("write: ", err)
+			}
+			return
+		}
+	}
+}
+
+func main() {
+	flag.Parse()
+	if !*logging {
+		log.SetOutput(io.Discard)
+	}
+	http.HandleFunc("/echo", echo)
+	log.Printf("listening on %s", *addr)
+	err := http.ListenAndServe(*addr, nil)
+	fmt.Fprintln(os.Stderr, "go-echo-server:", err)
+	os.Exit(1)
+}
