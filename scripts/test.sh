@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Every test wsecho has, on a fresh Debian machine: installs what the tests need (Debian
+# packages, a Python venv, npm packages), then runs formatting and lint checks, the unit and
+# integration tests (the real-peer and browser ones included), and the Autobahn suites.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+step() { printf '\n== %s\n' "$*"; }
+
+step "Debian packages"
+packages=(golang-go golang-github-gorilla-websocket-dev chromium fonts-dejavu-core fonts-wqy-zenhei python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  # python3-venv only matters where python3 is Debian's; a python3 with venv will do.
+  if [ "$p" = python3-venv ] && python3 -m venv --help >/dev/null 2>&1; then continue; fi
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "all present: ${packages[*]}"
+fi
+
+step "peers: Go gorilla, Python websockets, Node ws"
+bash tests/peers/setup.sh
+step "browser: Chromium and playwright-core"
+bash tests/peers/browser/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test (with the real-peer and browser tests)"
+cargo test -- --include-ignored
+
+step "Autobahn TestSuite, server and client"
+bash scripts/conformance.sh
