@@ -112,18 +112,24 @@ pub(crate) fn read_head(
             Err(_) => return Err(HeadError::Closed),
         };
         filled += n;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::Request::new(&mut headers).parse(&buf[..filled]) {
-            Ok(httparse::Status::Complete(len)) if len <= max => {
-                buf.truncate(filled);
-                return Ok(Head { buf, len });
-            }
-            Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge),
-            Ok(httparse::Status::Partial) if filled > max => return Err(HeadError::TooLarge),
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(e) => return Err(HeadError::Malformed(e)),
+        if let Some(len) = head_length(&buf[..filled], max)? {
+            buf.truncate(filled);
+            return Ok(Head { buf, len });
         }
+    }
+}
+
+/// The length of the complete head at the start of `buf`, `None` if more bytes are needed,
+/// or why there will never be a usable head.
+fn head_length(buf: &[u8], max: usize) -> Result<Option<usize>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::Request::new(&mut headers).parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= max => Ok(Some(len)),
+        Ok(httparse::Status::Complete(_)) => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > max => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooLarge),
+        Err(e) => Err(HeadError::Malformed(e)),
     }
 }
 
@@ -269,5 +275,121 @@ impl Reply {
             out.extend_from_slice(self.body.as_bytes());
         }
         let _ = stream.write_all(&out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Parses `bytes` as the front door does and routes the result; returns the status a
+    /// plain answer would have, or 101 for an upgrade that passes validation.
+    fn answer(bytes: &[u8]) -> Option<u16> {
+        let len = match head_length(bytes, 8 * 1024) {
+            Ok(Some(len)) => len,
+            Ok(None) => return None,
+            Err(e) => return e.reply().map(|r| r.status),
+        };
+        let head = Head {
+            buf: bytes.to_vec(),
+            len,
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let request = head
+            .parse(&mut headers)
+            .expect("a complete head parses again");
+        match route(request) {
+            Route::Reply(reply) => Some(reply.status),
+            Route::Upgrade(request) => {
+                let policy = super::super::upgrade::Policy::new(&[]);
+                Some(
+                    super::super::upgrade::check(&request, &policy)
+                        .map_or_else(|r| r.status, |_| 101),
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn routes_answer_with_the_documented_statuses() {
+        let upgrade = "GET /echo HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                       Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        for (request, status) in [
+            ("GET / HTTP/1.1\r\n\r\n", Some(200)),
+            ("HEAD /?x=1 HTTP/1.0\r\n\r\n", Some(200)),
+            ("POST / HTTP/1.1\r\n\r\n", Some(405)),
+            ("GET /echo HTTP/1.1\r\n\r\n", Some(426)),
+            ("PUT /echo HTTP/1.1\r\n\r\n", Some(405)),
+            ("GET /nope HTTP/1.1\r\n\r\n", Some(404)),
+            ("GET / HTTP/1.1\r\n", None),
+            ("\x16\x03\x01 TLS hello\r\n\r\n", Some(400)),
+            (&format!("{upgrade}\r\n"), Some(101)),
+            (&format!("{upgrade}Origin: http://evil\r\n\r\n"), Some(403)),
+            (&format!("{upgrade}Origin: http://h\r\n\r\n"), Some(101)),
+        ] {
+            assert_eq!(answer(request.as_bytes()), status, "{request:?}");
+        }
+        let bad_version = format!("{}\r\n", upgrade.replace("Version: 13", "Version: 8"));
+        assert_eq!(answer(bad_version.as_bytes()), Some(400));
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        assert_eq!(answer(big.as_bytes()), Some(431));
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(65));
+        assert_eq!(answer(many.as_bytes()), Some(431));
+    }
+
+    /// Lines that look like a request head, to get past the request line more often than
+    /// random bytes would.
+    fn headish() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop::sample::select(vec!["GET", "HEAD", "POST", "G\0T", ""]);
+        let path =
+            prop::sample::select(vec!["/", "/echo", "/echo?x", "*", "http://h/echo", "/%00"]);
+        let header = (
+            prop::sample::select(vec![
+                "Upgrade",
+                "Connection",
+                "Sec-WebSocket-Key",
+                "Sec-WebSocket-Version",
+                "Origin",
+                "Host",
+                "Sec-WebSocket-Protocol",
+                "X",
+            ]),
+            prop::collection::vec(any::<u8>(), 0..40),
+        );
+        (
+            method,
+            path,
+            prop::collection::vec(header, 0..12),
+            prop::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(method, path, headers, tail)| {
+                let mut out = format!("{method} {path} HTTP/1.1\r\n").into_bytes();
+                for (name, value) in headers {
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(&value);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&tail);
+                out
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn random_bytes_never_panic_the_front_door(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = answer(&bytes);
+        }
+
+        #[test]
+        fn head_like_input_gets_a_status_and_never_panics(bytes in headish()) {
+            if let Some(status) = answer(&bytes) {
+                prop_assert!([101, 200, 400, 403, 404, 405, 426, 431].contains(&status), "{status}");
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::Limits;
 use super::http::{Reply, header, header_tokens};
 use std::io::Write;
 use std::net::TcpStream;
-use tungstenite::handshake::server::{Request, create_response, write_response};
+use tungstenite::handshake::server::{Request, Response, create_response, write_response};
 use tungstenite::http::{HeaderValue, Version};
 use tungstenite::protocol::{Role, WebSocketContext};
 
@@ -64,26 +64,7 @@ pub(crate) fn accept(
     policy: &Policy,
     limits: &Limits,
 ) -> Result<WebSocketContext, Option<Reply>> {
-    if !policy.allows(header(request, "origin"), header(request, "host")) {
-        return Err(Some(Reply::text(
-            403,
-            "Forbidden",
-            "cross-origin WebSocket refused: the Origin header does not match Host (see --allow-origin)\n",
-        )));
-    }
-    if request.version != Some(1) {
-        return Err(Some(bad_request("WebSocket needs HTTP/1.1")));
-    }
-    let mut response = to_http(request)
-        .and_then(|r| create_response(&r).map_err(|e| e.to_string()))
-        .map_err(|e| Some(bad_request(&e)))?;
-    if let Some(protocol) = header_tokens(request, "sec-websocket-protocol").next() {
-        if let Ok(value) = HeaderValue::from_str(protocol) {
-            response
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", value);
-        }
-    }
+    let response = check(request, policy).map_err(Some)?;
     let mut out = Vec::with_capacity(256);
     write_response(&mut out, &response).map_err(|e| Some(bad_request(&e.to_string())))?;
     stream.write_all(&out).map_err(|_| None)?;
@@ -93,6 +74,34 @@ pub(crate) fn accept(
         Role::Server,
         Some(config),
     ))
+}
+
+/// The policy and tungstenite's validation, without I/O: the 101 to send, or the refusal.
+pub(crate) fn check(
+    request: &httparse::Request<'_, '_>,
+    policy: &Policy,
+) -> Result<Response, Reply> {
+    if !policy.allows(header(request, "origin"), header(request, "host")) {
+        return Err(Reply::text(
+            403,
+            "Forbidden",
+            "cross-origin WebSocket refused: the Origin header does not match Host (see --allow-origin)\n",
+        ));
+    }
+    if request.version != Some(1) {
+        return Err(bad_request("WebSocket needs HTTP/1.1"));
+    }
+    let mut response = to_http(request)
+        .and_then(|r| create_response(&r).map_err(|e| e.to_string()))
+        .map_err(|e| bad_request(&e))?;
+    if let Some(protocol) = header_tokens(request, "sec-websocket-protocol").next() {
+        if let Ok(value) = HeaderValue::from_str(protocol) {
+            response
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", value);
+        }
+    }
+    Ok(response)
 }
 
 fn bad_request(why: &str) -> Reply {
