@@ -87,16 +87,28 @@ struct Usage {
 }
 
 fn main() -> ExitCode {
+    // pico-args takes no flag for a subcommand, so the top-level flags are looked at first.
+    match std::env::args().nth(1).as_deref() {
+        Some("-V" | "--version") => {
+            println!("wsecho {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some("-h" | "--help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(flag) if flag.starts_with('-') => {
+            eprintln!("wsecho: unknown flag '{flag}' (see 'wsecho --help')");
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
     let mut args = pico_args::Arguments::from_env();
     let command = args.subcommand();
     let result = match command {
         Ok(Some(c)) if c == "serve" => serve(args),
         Ok(Some(c)) if c == "dial" => dial(args),
-        Ok(Some(c)) if c == "-V" || c == "--version" => {
-            println!("wsecho {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Ok(Some(c)) if c == "-h" || c == "--help" || c == "help" => {
+        Ok(Some(c)) if c == "help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }

@@ -128,6 +128,17 @@ impl Echo<'_> {
         let mut buf = ReadBuf::new();
         let mut wait = Wait::Ping;
         let mut armed: Option<Duration> = None;
+        if self.tracker.stopping() {
+            // The server began stopping while this connection upgraded, perhaps after the
+            // goodbye went round (registration and the goodbye's snapshot share one lock,
+            // and the stop is flagged before the snapshot): say goodbye here.
+            self.link.with(&[], |session| {
+                if session.can_write() {
+                    let _ = session.close(going_away());
+                }
+            });
+            wait = Wait::Closing;
+        }
         loop {
             let timeout = match wait {
                 Wait::Ping => self.limits.ping_interval,

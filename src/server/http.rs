@@ -146,9 +146,8 @@ pub(crate) fn route<'h, 'b>(request: httparse::Request<'h, 'b>) -> Route<'h, 'b>
     let method = request.method.unwrap_or("");
     let target = request.path.unwrap_or("");
     let path = target.split_once('?').map_or(target, |(path, _)| path);
-    match (path, method) {
-        ("/", "GET") => Route::Reply(Reply::page(false)),
-        ("/", "HEAD") => Route::Reply(Reply::page(true)),
+    let route = match (path, method) {
+        ("/", "GET" | "HEAD") => Route::Reply(Reply::page()),
         ("/", _) => Route::Reply(
             Reply::text(405, "Method Not Allowed", "use GET\n").with("Allow", "GET, HEAD"),
         ),
@@ -160,7 +159,6 @@ pub(crate) fn route<'h, 'b>(request: httparse::Request<'h, 'b>) -> Route<'h, 'b>
                 "this endpoint speaks WebSocket only\n",
             )
             .with("Upgrade", "websocket")
-            .with("Connection", "Upgrade")
             .with("Sec-WebSocket-Version", "13"),
         ),
         ("/echo", _) => Route::Reply(
@@ -176,6 +174,14 @@ pub(crate) fn route<'h, 'b>(request: httparse::Request<'h, 'b>) -> Route<'h, 'b>
             "Not Found",
             "not found: the page is at / and the WebSocket at /echo\n",
         )),
+    };
+    match route {
+        // A HEAD request gets the head of what GET would get, whatever the status.
+        Route::Reply(mut reply) if method == "HEAD" => {
+            reply.head_only = true;
+            Route::Reply(reply)
+        }
+        route => route,
     }
 }
 
@@ -232,7 +238,7 @@ impl Reply {
         }
     }
 
-    fn page(head_only: bool) -> Reply {
+    fn page() -> Reply {
         Reply {
             status: 200,
             reason: "OK",
@@ -242,7 +248,7 @@ impl Reply {
             ],
             content_type: "text/html; charset=utf-8",
             body: PAGE.into(),
-            head_only,
+            head_only: false,
         }
     }
 
