@@ -8,7 +8,7 @@ cd "$root"
 step() { printf '\n== %s\n' "$*"; }
 
 step "Debian packages"
-packages=(golang-go golang-github-gorilla-websocket-dev chromium fonts-dejavu-core fonts-wqy-zenhei python3-venv)
+packages=(golang-go golang-github-gorilla-websocket-dev chromium fonts-dejavu-core fonts-wqy-zenhei python3-venv qemu-user file)
 missing=()
 for p in "${packages[@]}"; do
   # python3-venv only matters where python3 is Debian's; a python3 with venv will do.
@@ -34,6 +34,10 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 step "cargo test (with the real-peer and browser tests)"
 cargo test -- --include-ignored
+echo "browser screenshot (CI artifact): $root/target/browser-e2e.png"
 
 step "Autobahn TestSuite, server and client"
 bash scripts/conformance.sh
+
+step "static builds for embedded boxes (x86_64 and aarch64 musl; aarch64 run under qemu-user)"
+bash scripts/embedded.sh
