@@ -29,7 +29,7 @@ pub(crate) fn config(max_message: usize, max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         // The reader hands over at most what one read returned; a small codec buffer keeps
         // tungstenite from zero-filling 128 KiB before every read.
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(WRITE_BATCH)
         // One batch plus one whole message (with its frame header): a peer that stops
         // reading costs at most this much before the write deadline drops it.
@@ -191,43 +191,49 @@ impl Write for Tcp {
     }
 }
 
-/// The reading thread's buffer: small while a connection is quiet, larger while big messages
-/// flow, so idle connections stay cheap and large ones need few `read` calls.
+/// The reading thread's buffer: small and inline while a connection is quiet (it lives in
+/// the echo loop's stack frame, in pages the handshake already touched, so an idle connection
+/// holds no read buffer on the heap), and a heap buffer that doubles while big messages flow,
+/// so they need few `read` calls. [`ReadBuf::shrink`] gives that back when things go quiet.
 pub(crate) struct ReadBuf {
-    buf: Vec<u8>,
+    small: [u8; Self::MIN],
+    big: Vec<u8>,
 }
 
 impl ReadBuf {
-    /// The size a quiet connection keeps.
-    pub(crate) const MIN: usize = 4 * 1024;
+    /// What a quiet connection reads into.
+    pub(crate) const MIN: usize = 1024;
     /// The most one `read` asks for.
     pub(crate) const MAX: usize = 256 * 1024;
 
     pub(crate) fn new() -> Self {
         ReadBuf {
-            buf: vec![0; Self::MIN],
+            small: [0; Self::MIN],
+            big: Vec::new(),
         }
     }
 
     /// One `read` from `source`; an empty slice means the peer closed its side.
     pub(crate) fn read_from(&mut self, mut source: impl Read) -> io::Result<&[u8]> {
-        if self.buf.is_empty() {
-            self.buf = vec![0; Self::MIN];
+        if self.big.is_empty() {
+            let n = source.read(&mut self.small)?;
+            if n == Self::MIN {
+                // The peer had more to say than fitted: ask for more from the next read on.
+                self.big = vec![0; 2 * Self::MIN];
+            }
+            return Ok(&self.small[..n]);
         }
-        let n = source.read(&mut self.buf)?;
-        if n == self.buf.len() && n < Self::MAX {
-            // The peer had more to say than fitted: ask for more next time. Filled bytes are
-            // kept, so the grown buffer is returned with this read's data intact.
-            self.buf.resize(n * 2, 0);
+        let n = source.read(&mut self.big)?;
+        if n == self.big.len() && n < Self::MAX {
+            // Growing keeps the bytes just read, so they are returned intact.
+            self.big.resize(2 * n, 0);
         }
-        Ok(&self.buf[..n])
+        Ok(&self.big[..n])
     }
 
     /// Gives a grown buffer back once the connection has gone quiet.
     pub(crate) fn shrink(&mut self) {
-        if self.buf.len() > Self::MIN {
-            self.buf = Vec::new();
-        }
+        self.big = Vec::new();
     }
 }
 
@@ -293,11 +299,18 @@ mod tests {
     #[test]
     fn read_buffer_grows_when_filled_and_shrinks_when_asked() {
         let mut buf = ReadBuf::new();
-        let data = vec![7u8; ReadBuf::MIN];
-        assert_eq!(buf.read_from(&data[..]).unwrap(), &data[..]);
-        assert_eq!(buf.buf.len(), 2 * ReadBuf::MIN);
+        let data: Vec<u8> = (0..8 * ReadBuf::MIN).map(|i| i as u8).collect();
+        let mut source = &data[..];
+        let mut got = Vec::new();
+        for expected_len in [1, 2, 4] {
+            let bytes = buf.read_from(&mut source).unwrap();
+            assert_eq!(bytes.len(), expected_len * ReadBuf::MIN);
+            got.extend_from_slice(bytes);
+        }
+        assert_eq!(got, &data[..7 * ReadBuf::MIN]);
+        assert_eq!(buf.big.len(), 8 * ReadBuf::MIN);
         buf.shrink();
         assert_eq!(buf.read_from(&b"x"[..]).unwrap(), b"x");
-        assert_eq!(buf.buf.len(), ReadBuf::MIN);
+        assert!(buf.big.is_empty());
     }
 }

@@ -39,3 +39,23 @@ pub(crate) fn total_memory() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// Caps glibc's malloc arenas at one per core. By default glibc gives threads arenas of their
+/// own, up to eight per core, each reserving 64 MiB of address space: with a thread per
+/// connection that was 474 KiB of virtual memory per connection (measured with 2 000 idle
+/// connections), too much for 10 000 connections in a 32-bit address space; capped, 84 KiB.
+/// musl has no arenas, so there is nothing to do there.
+#[allow(unsafe_code)]
+pub(crate) fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(64);
+        // SAFETY: mallopt only sets a tunable; it is called before any connection thread
+        // exists, and an unknown value would merely be refused (returning 0).
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int);
+        }
+    }
+}

@@ -113,13 +113,26 @@ fn bad_request(why: &str) -> Reply {
     .with("Sec-WebSocket-Version", "13")
 }
 
-/// The parsed head as the `http::Request` tungstenite validates.
+/// The headers tungstenite's `create_response` validates; the others need not be copied.
+const VALIDATED: [&str; 4] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-version",
+    "sec-websocket-key",
+];
+
+/// The parsed head as the `http::Request` tungstenite validates. The path is checked by our
+/// routing, not by tungstenite, so the URI stays `/`: a request target `http::Uri` refuses
+/// must not turn into a 400 here.
 fn to_http(request: &httparse::Request<'_, '_>) -> Result<Request, String> {
     let mut builder = Request::builder()
         .method(request.method.unwrap_or("GET"))
-        .uri(request.path.unwrap_or("/"))
         .version(Version::HTTP_11);
-    for h in request.headers.iter() {
+    let validated = request
+        .headers
+        .iter()
+        .filter(|h| VALIDATED.iter().any(|v| h.name.eq_ignore_ascii_case(v)));
+    for h in validated {
         builder = builder.header(h.name, h.value);
     }
     builder.body(()).map_err(|e| e.to_string())
