@@ -15,12 +15,18 @@
 //! gains a decrypting step before the bytes reach the context (rustls is, like the context, a
 //! state machine fed with bytes).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Cursor, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
-use tungstenite::protocol::{CloseFrame, WebSocketConfig, WebSocketContext};
-use tungstenite::{Error, Message};
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Bytes, Error, Message};
+
+/// Messages larger than this are sent as fragments of this size, so that echoing a 16 MiB
+/// message never needs a 16 MiB write buffer (tungstenite copies each frame into it whole).
+const FRAGMENT: usize = 64 * 1024;
 
 /// The tungstenite configuration both sides use, for these message and frame limits.
 pub(crate) fn config(max_message: usize, max_frame: usize) -> WebSocketConfig {
@@ -46,13 +52,21 @@ pub(crate) struct Link<W> {
 
 struct Inner<W> {
     ctx: WebSocketContext,
+    role: Role,
     writer: W,
+    boundary: Boundary,
 }
 
 impl<W: Write> Link<W> {
-    pub(crate) fn new(ctx: WebSocketContext, writer: W) -> Self {
+    pub(crate) fn new(ctx: WebSocketContext, role: Role, writer: W) -> Self {
+        let boundary = Boundary::default();
         Link {
-            inner: Mutex::new(Inner { ctx, writer }),
+            inner: Mutex::new(Inner {
+                ctx,
+                role,
+                writer,
+                boundary,
+            }),
         }
     }
 
@@ -83,9 +97,17 @@ fn run<W: Write, T>(
     input: &[u8],
     f: impl FnOnce(&mut Session<'_, W>) -> T,
 ) -> T {
-    let Inner { ctx, writer } = &mut **guard;
+    let Inner {
+        ctx,
+        role,
+        writer,
+        boundary,
+    } = &mut **guard;
+    boundary.feed(input);
     f(&mut Session {
         ctx,
+        role: *role,
+        boundary,
         io: Io { input, writer },
     })
 }
@@ -93,6 +115,8 @@ fn run<W: Write, T>(
 /// The connection while its lock is held: read the messages in the input, send, close.
 pub(crate) struct Session<'a, W> {
     ctx: &'a mut WebSocketContext,
+    role: Role,
+    boundary: &'a Boundary,
     io: Io<'a, W>,
 }
 
@@ -108,9 +132,36 @@ impl<W: Write> Session<'_, W> {
     }
 
     /// Queues `message`; it reaches the socket at [`Session::flush`] or once the write
-    /// buffer fills, so a batch of echoes costs one write.
+    /// buffer fills, so a batch of echoes costs one write. Messages over 64 KiB go out as
+    /// 64 KiB fragments (the peer receives the same message, type and bytes).
     pub(crate) fn send(&mut self, message: Message) -> Result<(), Error> {
-        self.ctx.write(&mut self.io, message)
+        let (data, kind) = match message {
+            Message::Text(text) if text.len() > FRAGMENT => (Bytes::from(text), OpData::Text),
+            Message::Binary(data) if data.len() > FRAGMENT => (data, OpData::Binary),
+            small => return self.ctx.write(&mut self.io, small),
+        };
+        let mut start = 0;
+        while start < data.len() {
+            let end = (start + FRAGMENT).min(data.len());
+            let opcode = OpCode::Data(if start == 0 { kind } else { OpData::Continue });
+            let fragment = Frame::message(data.slice(start..end), opcode, end == data.len());
+            self.ctx.write(&mut self.io, Message::Frame(fragment))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Replaces the protocol state with a fresh one when nothing is in flight: no partial
+    /// frame, no fragmented message, no Close. tungstenite keeps the capacity its buffers
+    /// grew to for the largest message ever seen; this is how a connection that echoed
+    /// 16 MiB gives that memory back once it goes quiet. Returns whether it did.
+    pub(crate) fn renew(&mut self) -> bool {
+        if !self.boundary.at_rest() || !self.ctx.can_write() {
+            return false;
+        }
+        let config = *self.ctx.get_config();
+        *self.ctx = WebSocketContext::new(self.role, Some(config));
+        true
     }
 
     /// Writes out everything queued, including pongs and close replies.
@@ -167,6 +218,60 @@ fn write_timeout(e: io::Error) -> io::Error {
         )
     } else {
         e
+    }
+}
+
+/// The longest frame header (RFC 6455: 2 + 8 length + 4 mask bytes).
+const MAX_HEADER: usize = 14;
+
+/// Where the peer's byte stream stands between frames, read with tungstenite's own header
+/// parser: only so that [`Session::renew`] knows when the context holds nothing in flight.
+#[derive(Default)]
+struct Boundary {
+    /// Payload bytes of the current frame still to come.
+    payload_left: u64,
+    /// The start of a frame header split across reads.
+    header: [u8; MAX_HEADER],
+    header_len: usize,
+    /// Inside a fragmented data message (control frames may come in between).
+    fragmented: bool,
+    /// The stream stopped making sense; the context will refuse it too. Never at rest again.
+    lost: bool,
+}
+
+impl Boundary {
+    fn feed(&mut self, mut input: &[u8]) {
+        while !input.is_empty() && !self.lost {
+            if self.payload_left > 0 {
+                let take = self.payload_left.min(input.len() as u64) as usize;
+                self.payload_left -= take as u64;
+                input = &input[take..];
+                continue;
+            }
+            let have = self.header_len;
+            let add = (MAX_HEADER - have).min(input.len());
+            self.header[have..have + add].copy_from_slice(&input[..add]);
+            let mut cursor = Cursor::new(&self.header[..have + add]);
+            match FrameHeader::parse(&mut cursor) {
+                Ok(Some((header, len))) => {
+                    input = &input[cursor.position() as usize - have..];
+                    self.header_len = 0;
+                    self.payload_left = len;
+                    if let OpCode::Data(_) = header.opcode {
+                        self.fragmented = !header.is_final;
+                    }
+                }
+                Ok(None) if add > 0 => {
+                    self.header_len = have + add;
+                    input = &input[add..];
+                }
+                Ok(None) | Err(_) => self.lost = true,
+            }
+        }
+    }
+
+    fn at_rest(&self) -> bool {
+        !self.lost && self.payload_left == 0 && self.header_len == 0 && !self.fragmented
     }
 }
 
@@ -274,7 +379,11 @@ mod tests {
 
     #[test]
     fn split_input_yields_a_message_only_when_complete() {
-        let link = Link::new(WebSocketContext::new(Role::Server, None), Vec::new());
+        let link = Link::new(
+            WebSocketContext::new(Role::Server, None),
+            Role::Server,
+            Vec::new(),
+        );
         let frame = client_frame(0x1, b"hello");
         let (head, tail) = frame.split_at(4);
         link.with(head, |s| assert_eq!(s.next_message().unwrap(), None));
@@ -286,7 +395,11 @@ mod tests {
 
     #[test]
     fn ping_in_input_is_answered_with_a_pong_on_the_writer() {
-        let link = Link::new(WebSocketContext::new(Role::Server, None), Vec::new());
+        let link = Link::new(
+            WebSocketContext::new(Role::Server, None),
+            Role::Server,
+            Vec::new(),
+        );
         link.with(&client_frame(0x9, b"p"), |s| {
             assert!(matches!(s.next_message(), Ok(Some(Message::Ping(_)))));
             assert_eq!(s.next_message().unwrap(), None);
@@ -294,6 +407,59 @@ mod tests {
         });
         let written = link.inner.lock().unwrap().writer.clone();
         assert_eq!(written, vec![0x8a, 0x01, b'p']);
+    }
+
+    #[test]
+    fn renews_only_between_messages() {
+        let link = Link::new(
+            WebSocketContext::new(Role::Server, None),
+            Role::Server,
+            Vec::new(),
+        );
+        let text = client_frame(0x1, b"whole");
+        let (head, tail) = text.split_at(3);
+        link.with(head, |s| {
+            assert_eq!(s.next_message().unwrap(), None);
+            assert!(!s.renew(), "mid-frame");
+        });
+        link.with(tail, |s| {
+            assert_eq!(s.next_message().unwrap(), Some(Message::text("whole")));
+            assert!(s.renew(), "between messages");
+        });
+        // First fragment of a message, then a ping in between: still inside the message.
+        let mut input = client_frame(0x1, b"frag")[..].to_vec();
+        input[0] &= 0x7f;
+        input.extend(client_frame(0x9, b""));
+        link.with(&input, |s| {
+            assert!(matches!(s.next_message(), Ok(Some(Message::Ping(_)))));
+            assert!(!s.renew(), "inside a fragmented message");
+        });
+        link.with(&client_frame(0x0, b"ment"), |s| {
+            assert_eq!(s.next_message().unwrap(), Some(Message::text("fragment")));
+            assert!(s.renew(), "after the last fragment");
+        });
+    }
+
+    #[test]
+    fn big_messages_go_out_as_fragments_of_one_message() {
+        let link = Link::new(
+            WebSocketContext::new(Role::Server, None),
+            Role::Server,
+            Vec::new(),
+        );
+        let big = vec![5u8; FRAGMENT * 2 + 1];
+        link.with(&[], |s| {
+            s.send(Message::binary(big.clone())).unwrap();
+            s.flush().unwrap();
+        });
+        let wire = link.inner.lock().unwrap().writer.clone();
+        let mut reader = WebSocketContext::new(Role::Client, None);
+        let mut io = Io {
+            input: &wire,
+            writer: &mut Vec::new(),
+        };
+        assert_eq!(reader.read(&mut io).unwrap(), Message::binary(big));
+        assert_eq!(wire[0], 0x02, "first frame: binary, not final");
     }
 
     #[test]

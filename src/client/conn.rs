@@ -58,7 +58,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
         .map_err(Error::Io)?;
     let config = crate::link::config(options.max_message, options.max_message);
     let ctx = WebSocketContext::from_partially_read(surplus, Role::Client, Some(config));
-    let link = Arc::new(Link::new(ctx, Tcp(stream.clone())));
+    let link = Arc::new(Link::new(ctx, Role::Client, Tcp(stream.clone())));
     let reader = Reader {
         stream,
         link: link.clone(),

@@ -20,12 +20,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, WebSocketContext};
+use tungstenite::protocol::{CloseFrame, Role, WebSocketContext};
 use tungstenite::{Bytes, Message};
 
 /// After the server sends its Close, how long the peer has to answer before the connection
 /// is cut.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A message at least this big grows the connection's buffers...
+const BIG_MESSAGE: usize = 64 * 1024;
+/// ...which it gives back after this long without traffic.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// One upgraded connection and what its loop needs.
 pub(crate) struct Conn<'a> {
@@ -61,7 +65,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
         tracker,
         ticket,
     } = conn;
-    let link = Arc::new(Link::new(ctx, Tcp(stream.clone())));
+    let link = Arc::new(Link::new(ctx, Role::Server, Tcp(stream.clone())));
     ticket.register(link.clone());
     log.line(format_args!("open {peer}"));
     let mut echo = Echo {
@@ -71,6 +75,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
         log: (!quiet).then_some(log),
         tracker,
         peer_close: None,
+        grown: false,
     };
     let end = echo.run();
     if let End::ClosedByServer(..) = end {
@@ -104,6 +109,8 @@ struct Echo<'a> {
     tracker: &'a Tracker,
     /// The Close the peer sent, once it has.
     peer_close: Option<Option<CloseFrame>>,
+    /// A big message grew the buffers since they were last given back.
+    grown: bool,
 }
 
 /// What the last turn under the lock left to do.
@@ -141,6 +148,7 @@ impl Echo<'_> {
         }
         loop {
             let timeout = match wait {
+                Wait::Ping if self.grown => QUIET.min(self.limits.ping_interval),
                 Wait::Ping => self.limits.ping_interval,
                 Wait::Idle => self
                     .limits
@@ -168,6 +176,15 @@ impl Echo<'_> {
                 Err(e) if is_timeout(&e) => {
                     buf.shrink();
                     match wait {
+                        Wait::Ping if self.grown => {
+                            // Quiet after big messages: give their buffers back, then wait
+                            // a whole ping interval as usual.
+                            self.grown = !self.link.with(&[], |s| s.renew());
+                            if !self.grown {
+                                crate::sys::trim_heap();
+                            }
+                            Turn::Continue
+                        }
                         Wait::Closing => return End::Broken("no answer to our Close".into()),
                         Wait::Idle => {
                             let why = format!("idle for {:?}", self.limits.idle_timeout);
@@ -198,6 +215,7 @@ impl Echo<'_> {
         loop {
             match session.next_message() {
                 Ok(Some(Message::Text(text))) => {
+                    self.grown |= text.len() >= BIG_MESSAGE;
                     if let Some(log) = self.log {
                         log.line(format_args!("recv: {}", Printable(&text)));
                     }
@@ -208,6 +226,7 @@ impl Echo<'_> {
                     }
                 }
                 Ok(Some(Message::Binary(data))) => {
+                    self.grown |= data.len() >= BIG_MESSAGE;
                     if let Some(log) = self.log {
                         log.line(format_args!("recv: {} bytes binary", data.len()));
                     }
