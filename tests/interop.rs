@@ -10,9 +10,13 @@
 mod common;
 
 use common::{Finished, Server, free_port, repo_root, run, wsecho};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 const NEEDS: &str = "run tests/peers/setup.sh first";
 /// Every peer client has its own 20 s deadline; this one is a backstop.
@@ -28,7 +32,9 @@ fn peer_file(rel: &str) -> PathBuf {
 
 fn go_server_cmd(port: u16) -> Command {
     let mut cmd = Command::new(peer_file("target/peers/go-echo-server"));
-    cmd.arg("-addr").arg(format!("127.0.0.1:{port}"));
+    cmd.arg("-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-log");
     cmd
 }
 
@@ -251,4 +257,408 @@ fn peers_node_client_to_go_server() {
         node_client_cmd(&server.echo_url()),
         &server,
     );
+}
+
+// ---- wsecho dial -> peer servers: a large message, pings, close codes ---------------
+
+/// How a `wsecho dial` run by [`dial_fed`] ended; stdout is kept as bytes (binary echoes).
+struct Dialed {
+    what: String,
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+    took: Duration,
+}
+
+impl Dialed {
+    /// Status, time, stdout (its size and start only: it may be a MiB) and stderr.
+    fn describe(&self) -> String {
+        let start = &self.stdout[..self.stdout.len().min(200)];
+        format!(
+            "{}: {} after {:?}\n--- stdout: {} bytes, starting ---\n{}\n--- stderr ---\n{}--- end ---",
+            self.what,
+            self.status,
+            self.took,
+            self.stdout.len(),
+            String::from_utf8_lossy(start),
+            common::clip(&self.stderr)
+        )
+    }
+}
+
+/// Kills (and reaps) the child when dropped, so a failing assertion leaves nothing running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `wsecho dial URL EXTRA...` with its stdin fed by `feed` on a thread (stdin ends when
+/// `feed` returns; write errors after dial has exited are ignored). Kills it and panics if it
+/// runs longer than `limit`.
+fn dial_fed(
+    url: &str,
+    extra: &[&str],
+    feed: impl FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send + 'static,
+    limit: Duration,
+) -> Dialed {
+    let what = format!("wsecho dial {url} {}", extra.join(" "));
+    let start = Instant::now();
+    let mut child = KillOnDrop(
+        Command::new(wsecho())
+            .arg("dial")
+            .arg(url)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: cannot start: {e}")),
+    );
+    let mut stdin = child.0.stdin.take().expect("stdin pipe");
+    thread::spawn(move || {
+        let _ = feed(&mut stdin);
+    });
+    let stdout = read_all(child.0.stdout.take().expect("stdout pipe"));
+    let stderr = read_all(child.0.stderr.take().expect("stderr pipe"));
+    let status = loop {
+        match child.0.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() > limit => break None,
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{what}: wait: {e}"),
+        }
+    };
+    let took = start.elapsed();
+    let timed_out = status.is_none();
+    let status = status.unwrap_or_else(|| {
+        let _ = child.0.kill();
+        child.0.wait().expect("wait after kill")
+    });
+    let done = Dialed {
+        what,
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
+        took,
+    };
+    if timed_out {
+        panic!("still running after {limit:?}, killed: {}", done.describe());
+    }
+    done
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Feeds `data` at once, then ends stdin.
+fn feed_all(data: Vec<u8>) -> impl FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send {
+    move |stdin| stdin.write_all(&data)
+}
+
+/// Keeps stdin open for `before`, feeds `data`, keeps it open for `after`, then ends it.
+fn feed_later(
+    before: Duration,
+    data: &'static [u8],
+    after: Duration,
+) -> impl FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send {
+    move |stdin| {
+        thread::sleep(before);
+        stdin.write_all(data)?;
+        stdin.flush()?;
+        thread::sleep(after);
+        Ok(())
+    }
+}
+
+/// Waits up to 3 s for the server's log to contain `needle` (peers log a close after
+/// replying to it, so possibly just after dial has exited).
+fn wait_for_log(server: &Server, needle: &str, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !server.log_text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never logged {needle:?}: {context}\n{}",
+            server.name,
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `len` pseudo-random bytes from `pick` (xorshift64, fixed seed: failures reproduce).
+fn random_bytes(len: usize, pick: impl Fn(u64) -> Option<u8>) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend(pick(state));
+    }
+    out
+}
+
+const MIB: usize = 1 << 20;
+
+/// One 1 MiB stdin line through `wsecho dial --stdin [--binary]` comes back byte for byte:
+/// printable ASCII as text; as binary every byte value but b'\n' (the line end), and not
+/// ending in b'\r' (dial drops a CR before the newline).
+fn dial_large(server: Server, binary: bool) {
+    let payload = if binary {
+        let mut bytes = random_bytes(MIB, |r| Some((r >> 24) as u8).filter(|&b| b != b'\n'));
+        *bytes.last_mut().expect("non-empty") = b'x';
+        bytes
+    } else {
+        random_bytes(MIB, |r| Some(b' ' + ((r >> 24) % 95) as u8))
+    };
+    let mut input = payload.clone();
+    input.push(b'\n');
+    let extra: &[&str] = if binary {
+        &["--stdin", "--binary"]
+    } else {
+        &["--stdin"]
+    };
+    let done = dial_fed(
+        &server.echo_url(),
+        extra,
+        feed_all(input.clone()),
+        CLIENT_LIMIT,
+    );
+    let context = format!("{}\n{}", done.describe(), server.log());
+    assert!(done.status.success(), "nonzero exit: {context}");
+    if done.stdout != input {
+        let at = done
+            .stdout
+            .iter()
+            .zip(&input)
+            .position(|(a, b)| a != b)
+            .unwrap_or(done.stdout.len().min(input.len()));
+        panic!(
+            "echo of a {} byte line differs: got {} bytes, first difference at byte {at}: {context}",
+            input.len(),
+            done.stdout.len()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_stdin_1mib_text_to_go_server() {
+    dial_large(start_go_server(), false);
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_stdin_1mib_text_to_python_server() {
+    dial_large(start_py_server(), false);
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_stdin_1mib_binary_to_go_server() {
+    dial_large(start_go_server(), true);
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_stdin_1mib_binary_to_python_server() {
+    dial_large(start_py_server(), true);
+}
+
+/// How long stdin stays open, and the connection quiet, in the ping tests.
+const QUIET: Duration = Duration::from_millis(1200);
+
+/// Stdin stays open, and the connection quiet, for `QUIET`: with `--ping-interval 0.2` dial
+/// pings every 0.2 s and gives up when a ping gets no answer within 0.2 s (the negative
+/// control below shows it does), so exit 0 with the late line echoed means the peer answered
+/// every ping. (0.2 s rather than 0.1 s: on a loaded 2-CPU machine a 0.1 s pong deadline
+/// was missed.)
+fn dial_quiet_with_pings(url: &str) -> Dialed {
+    dial_fed(
+        url,
+        &["--stdin", "--ping-interval", "0.2"],
+        feed_later(QUIET, b"after the pings\n", Duration::ZERO),
+        CLIENT_LIMIT,
+    )
+}
+
+fn dial_pings_answered(server: &Server) {
+    let done = dial_quiet_with_pings(&server.echo_url());
+    let context = format!("{}\n{}", done.describe(), server.log());
+    assert!(
+        done.status.success() && done.stdout == b"after the pings\n",
+        "want exit 0 and the line echoed: {context}"
+    );
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_pings_answered_by_go_server() {
+    let server = start_go_server();
+    dial_pings_answered(&server);
+    // The Go peer logs each ping it answers: dial did ping while quiet.
+    let pings = server
+        .log_text()
+        .lines()
+        .filter(|l| l.ends_with(" ping"))
+        .count();
+    assert!(
+        pings >= 3,
+        "go server answered {pings} pings, want >= 3\n{}",
+        server.log()
+    );
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_pings_answered_by_python_server() {
+    dial_pings_answered(&start_py_server());
+}
+
+/// A server that completes the handshake and then never reads, so never answers a ping.
+/// It holds the connection until the returned sender is dropped (or 10 s pass).
+fn deaf_server() -> (u16, mpsc::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    listener.set_nonblocking(true).expect("set_nonblocking");
+    let (release, released) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+                Err(_) => return,
+            }
+        };
+        stream.set_nonblocking(false).expect("set_nonblocking");
+        let Ok(ws) = tungstenite::accept(stream) else {
+            return;
+        };
+        let _ = released.recv_timeout(Duration::from_secs(10));
+        drop(ws);
+    });
+    (port, release)
+}
+
+/// The negative control for the two tests above: the same run against a server that never
+/// answers must fail, and before stdin's line was due (it gives up ~0.4 s after connecting).
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_gives_up_on_a_server_that_never_answers_pings() {
+    let (port, _release) = deaf_server();
+    let done = dial_quiet_with_pings(&format!("ws://127.0.0.1:{port}/echo"));
+    let context = done.describe();
+    assert_eq!(done.status.code(), Some(1), "want exit 1: {context}");
+    assert!(
+        done.stderr.contains("answered nothing"),
+        "want 'answered nothing' on stderr: {context}"
+    );
+    assert!(
+        done.took < QUIET,
+        "want it to give up before its line was due, {QUIET:?} in: {context}"
+    );
+}
+
+/// Dial's normal end (end of stdin) closes with 1000, as the peer saw it.
+fn dial_closes_with_1000(server: Server) {
+    let done = dial_fed(
+        &server.echo_url(),
+        &["--stdin"],
+        feed_all(b"bye\n".to_vec()),
+        CLIENT_LIMIT,
+    );
+    let context = done.describe();
+    assert!(
+        done.status.success() && done.stdout == b"bye\n",
+        "want exit 0 and 'bye' echoed: {context}\n{}",
+        server.log()
+    );
+    wait_for_log(&server, "client close code 1000", &context);
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_closes_with_1000_to_go_server() {
+    dial_closes_with_1000(start_go_server());
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_closes_with_1000_to_python_server() {
+    dial_closes_with_1000(start_py_server());
+}
+
+/// `wsecho dial --stdin` to the Python peer's /closeNNNN, which echoes one line and then
+/// closes with NNNN. `hold` keeps stdin open that long after the line, so the server's
+/// Close arrives while dial waits for input; with `hold` zero, stdin ends at once, so it
+/// arrives while dial waits for the echo or has just seen it.
+fn dial_to_closing_python_server(code: u16, hold: Duration) -> Dialed {
+    let server = start_py_server();
+    let url = format!("ws://127.0.0.1:{}/close{code}", server.port);
+    let done = dial_fed(
+        &url,
+        &["--stdin"],
+        feed_later(Duration::ZERO, b"hi\n", hold),
+        CLIENT_LIMIT,
+    );
+    assert_eq!(
+        done.stdout,
+        b"hi\n",
+        "want 'hi' echoed: {}\n{}",
+        done.describe(),
+        server.log()
+    );
+    done
+}
+
+fn assert_exit_1_naming_4001(done: &Dialed) {
+    let context = done.describe();
+    assert_eq!(done.status.code(), Some(1), "want exit 1: {context}");
+    assert!(
+        done.stderr.contains("4001"),
+        "want 4001 on stderr: {context}"
+    );
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_server_close_4001_from_python_server() {
+    let done = dial_to_closing_python_server(4001, Duration::from_secs(3));
+    assert_exit_1_naming_4001(&done);
+    assert!(
+        done.took < Duration::from_secs(2),
+        "want dial to exit at the server's Close, not at end of input: {}",
+        done.describe()
+    );
+}
+
+/// The same with stdin ending right after the line: the server's Close 4001 comes right
+/// behind the last echo, and still decides the exit status.
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_server_close_4001_right_after_last_echo_from_python_server() {
+    assert_exit_1_naming_4001(&dial_to_closing_python_server(4001, Duration::ZERO));
+}
+
+#[test]
+#[ignore = "needs peers: run tests/peers/setup.sh"]
+fn wsecho_dial_server_close_1001_from_python_server() {
+    for hold in [Duration::from_secs(3), Duration::ZERO] {
+        let done = dial_to_closing_python_server(1001, hold);
+        assert!(
+            done.status.success() && done.took < Duration::from_secs(2),
+            "want exit 0 at the server's Close 1001 (stdin held {hold:?}): {}",
+            done.describe()
+        );
+    }
 }

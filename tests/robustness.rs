@@ -1070,3 +1070,36 @@ fn out_of_descriptors_backs_off_and_recovers() {
         server.log()
     );
 }
+
+#[test]
+fn connection_gives_back_the_memory_of_a_16_mib_echo_once_quiet() {
+    let server = serve("big-then-quiet", &[]);
+    let pid = server.pid();
+    let mut ws = ws_connect(server.port).expect("upgrade");
+    ws_echo(&mut ws, "warm up");
+    thread::sleep(Duration::from_millis(300));
+    let before = rss_kib(pid);
+    let big: Vec<u8> = (0..16 << 20).map(|i| (i % 251) as u8).collect();
+    ws.send(tungstenite::Message::binary(big.clone()))
+        .expect("send 16 MiB");
+    match ws.read().expect("read the 16 MiB echo") {
+        tungstenite::Message::Binary(echo) => assert!(echo == big, "echo differs"),
+        other => panic!("expected the binary echo, got {other:?}"),
+    }
+    // The connection stays open and idle; a second after the message it gives its buffers
+    // back. Before, it kept about 33 MiB for good.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = rss_kib(pid);
+        if now < before + 2048 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "RSS still {now} KiB, {} KiB over the {before} KiB before the 16 MiB echo",
+            now - before
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    ws_echo(&mut ws, "still works after the buffers were renewed");
+}

@@ -232,11 +232,20 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
 
 /// Sends Close 1000 and gives the server `CLOSE_WAIT` to finish the handshake.
 fn close_and_wait(writer: &Writer, done: &Receiver<Done>) -> Result<(), Error> {
-    if writer.close(CloseCode::Normal, "").is_err() {
-        return Ok(());
+    // The server may have closed first, right behind the last echo: then its code decides.
+    if let Ok(end) = done.try_recv() {
+        return server_ended(Some(end));
     }
-    let _ = done.recv_timeout(CLOSE_WAIT);
-    Ok(())
+    // A failure here means the connection is already ending; the reader says how.
+    let _ = writer.close(CloseCode::Normal, "");
+    match done.recv_timeout(CLOSE_WAIT) {
+        // The reply to our 1000 echoes it; another code is the server's own Close, which
+        // crossed ours on the wire.
+        Ok(Done::Closed(Some(f))) if !matches!(f.code, CloseCode::Normal | CloseCode::Away) => {
+            Err(Error::ClosedByServer(Some(f)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The exit for a connection the server (or the network) ended.

@@ -28,7 +28,9 @@ use tracker::Tracker;
 /// server suite (16 MiB messages, fragmentation, every failure path) with 16 KiB stacks, and
 /// an idle connection's stack has 8 to 12 KiB resident. 64 KiB leaves room for debug builds
 /// and code changes; it costs address space only, never memory, beyond the touched pages.
-pub const CONNECTION_STACK: usize = 64 * 1024;
+/// Debug builds (the tests) get four times as much: their frames are several times larger,
+/// and an overflow aborts the whole process.
+pub const CONNECTION_STACK: usize = if cfg!(debug_assertions) { 256 } else { 64 } * 1024;
 
 /// What `wsecho serve` is asked to do. Defaults live here, in one place.
 #[derive(Clone, Debug)]

@@ -2,9 +2,12 @@
 // used as a peer by wsecho's interop tests (tests/interop.rs). It behaves like
 // gorilla's examples/echo server: /echo upgrades and echoes every message
 // back with the same message type. Any Origin is accepted (test peer only).
+// With -log it also logs "client close code N" when the client's Close arrives and
+// "ping" for every ping it answers (gorilla's own handler sends the pong).
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -33,12 +36,21 @@ func echo(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
+	answer := c.PingHandler()
+	c.SetPingHandler(func(data string) error {
+		log.Print("ping")
+		return answer(data)
+	})
 	for {
 		mt, msg, err := c.ReadMessage()
 		if err != nil {
 			// gorilla's default close handler already replied with the same code.
 			if *logging {
 				log.Print("read: ", err)
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
+					log.Printf("client close code %d", ce.Code)
+				}
 			}
 			return
 		}
