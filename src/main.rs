@@ -42,6 +42,8 @@ Options:
   --write-timeout SECS      drop a peer whose writes stall this long [default: 10]
   --max-message BYTES       larger messages get Close 1009 [default: 16M]
   --max-frame BYTES         larger frames get Close 1009 [default: 16M]
+  --thread-linger SECS      a finished connection's thread waits this long to serve
+                            the next one before it exits (at most 128 wait) [default: 10]
   -h, --help                this help
 
 SECS may have decimals (0.5). BYTES may end in K or M (1024-based).
@@ -176,6 +178,12 @@ fn serve(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
     )?;
     p.set(&mut args, "--max-message", bytes, &mut limits.max_message)?;
     p.set(&mut args, "--max-frame", bytes, &mut limits.max_frame)?;
+    p.set(
+        &mut args,
+        "--thread-linger",
+        seconds,
+        &mut limits.thread_linger,
+    )?;
     p.finish(args)?;
 
     let log = Log::stderr();

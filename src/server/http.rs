@@ -15,6 +15,9 @@ use std::time::Instant;
 /// The page, embedded: the binary is the whole deployment.
 pub(crate) const PAGE: &str = include_str!("../../assets/home.html");
 
+/// What the first read of a request head asks for.
+const FIRST_READ: usize = 1024;
+
 /// Most header lines a request may have; more get 431.
 pub(crate) const MAX_HEADERS: usize = 64;
 
@@ -87,9 +90,14 @@ pub(crate) fn read_head(
     deadline: Instant,
     max: usize,
 ) -> Result<Head, HeadError> {
-    let mut buf = vec![0u8; max + 1];
+    // Most heads fit in the first KiB; the buffer doubles towards the cap only for the rest,
+    // so a handshake does not zero 8 KiB it never uses.
+    let mut buf = vec![0u8; FIRST_READ.min(max + 1)];
     let mut filled = 0;
     loop {
+        if filled == buf.len() {
+            buf.resize((2 * buf.len()).min(max + 1), 0);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(HeadError::TimedOut);

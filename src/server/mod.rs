@@ -7,13 +7,15 @@
 //! - [`upgrade`]: the handshake policy (origin, subprotocol) and the switch to WebSocket;
 //! - [`echo`]: the echo loop of one WebSocket connection (keepalive, limits, close codes);
 //! - [`tracker`]: who is connected, and telling them all goodbye at shutdown;
-//! - [`reject`]: turning connections away without spending a thread on each.
+//! - [`reject`]: turning connections away without spending a thread on each;
+//! - [`workers`]: a thread per connection, reused once its connection ends.
 
 mod echo;
 mod http;
 mod reject;
 mod tracker;
 mod upgrade;
+mod workers;
 
 use crate::log::Log;
 use std::fmt;
@@ -66,6 +68,8 @@ pub struct Limits {
     pub max_frame: usize,
     /// Largest HTTP request head, in bytes; larger ones get 431.
     pub max_head: usize,
+    /// How long a thread whose connection ended waits to serve the next one before it exits.
+    pub thread_linger: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Limits {
             max_message: 16 << 20,
             max_frame: 16 << 20,
             max_head: 8 * 1024,
+            thread_linger: Duration::from_secs(10),
         }
     }
 }
@@ -238,15 +243,17 @@ impl Server {
             shared.max_conns
         ));
         let rejecter = reject::Rejecter::start();
+        let workers = workers::Workers::new(CONNECTION_STACK, shared.config.limits.thread_linger);
         let mut backoff = Backoff::default();
-        for conn in self.listener.incoming() {
+        loop {
+            let conn = self.listener.accept();
             if shared.tracker.stopping() {
                 break;
             }
             match conn {
-                Ok(stream) => {
+                Ok(conn) => {
                     backoff.reset();
-                    accept(shared, stream, &rejecter);
+                    accept(shared, conn, &workers, &rejecter);
                 }
                 Err(e) => backoff.after(&e, &shared.log),
             }
@@ -264,23 +271,28 @@ impl Server {
 }
 
 /// Hands one accepted connection to its own thread, or turns it away at capacity.
-fn accept(shared: &Arc<Shared>, stream: TcpStream, rejecter: &reject::Rejecter) {
+fn accept(
+    shared: &Arc<Shared>,
+    conn: (TcpStream, SocketAddr),
+    workers: &workers::Workers,
+    rejecter: &reject::Rejecter,
+) {
+    let (stream, peer) = conn;
     let Some(ticket) = shared.tracker.admit(shared.max_conns) else {
         rejecter.turn_away(stream);
         return;
     };
-    let shared_for_thread = shared.clone();
-    // The stream is shared with the spawn closure so a failed spawn can still answer 503.
     let stream = Arc::new(stream);
-    let for_thread = stream.clone();
-    let spawned = thread::Builder::new()
-        .name("wsecho-conn".into())
-        .stack_size(CONNECTION_STACK)
-        .spawn(move || handle(&shared_for_thread, for_thread, ticket));
-    if let Err(e) = spawned {
+    let job = {
+        let shared = shared.clone();
+        let stream = stream.clone();
+        Box::new(move || handle(&shared, stream, peer, ticket))
+    };
+    if let Err(e) = workers.run(job) {
         shared
             .log
             .line(format_args!("cannot start a connection thread: {e}"));
+        // The job, and with it the other handle to the stream, is gone.
         if let Ok(stream) = Arc::try_unwrap(stream) {
             rejecter.turn_away(stream);
         }
@@ -288,11 +300,8 @@ fn accept(shared: &Arc<Shared>, stream: TcpStream, rejecter: &reject::Rejecter) 
 }
 
 /// One connection, from the first byte of its request to its last frame.
-fn handle(shared: &Shared, stream: Arc<TcpStream>, ticket: tracker::Ticket) {
+fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tracker::Ticket) {
     let limits = &shared.config.limits;
-    let peer = stream
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let deadline = Instant::now() + limits.handshake_timeout;
     let _ = stream.set_nodelay(true);
     if stream
@@ -338,9 +347,11 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, ticket: tracker::Ticket) {
         Err(None) => return,
     };
     drop(head);
-    if stream
-        .set_write_timeout(Some(limits.write_timeout))
-        .is_err()
+    // The same value by default: then the handshake's setting stands (one syscall less).
+    if limits.write_timeout != limits.handshake_timeout
+        && stream
+            .set_write_timeout(Some(limits.write_timeout))
+            .is_err()
     {
         return;
     }
