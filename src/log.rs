@@ -76,10 +76,52 @@ impl Log {
     /// Appends one line (a newline is added). Errors writing the sink are dropped: a log that
     /// cannot be written must not take connections down with it.
     pub fn line(&self, args: fmt::Arguments<'_>) {
+        self.append(|buf| {
+            let _ = buf.write_fmt(args);
+        });
+    }
+
+    /// `recv: TEXT`, the per-message line, written without `core::fmt`: it is on the echo
+    /// path, where formatting machinery would cost more than the echo itself.
+    pub fn recv_text(&self, text: &str) {
+        self.append(|buf| {
+            buf.extend(*b"recv: ");
+            push_printable(buf, text);
+        });
+    }
+
+    /// `recv: N bytes binary`, likewise; put together on the stack, copied in one go.
+    pub fn recv_binary(&self, len: usize) {
+        const PREFIX: &[u8; 6] = b"recv: ";
+        const SUFFIX: &[u8; 14] = b" bytes binary\n";
+        let mut line = [0u8; PREFIX.len() + 20 + SUFFIX.len()];
+        line[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut at = PREFIX.len() + push_decimal(&mut line[PREFIX.len()..PREFIX.len() + 20], len);
+        line[at..at + SUFFIX.len()].copy_from_slice(SUFFIX);
+        at += SUFFIX.len();
+        self.append_line(&line[..at]);
+    }
+
+    /// Appends a complete line (with its newline).
+    fn append_line(&self, line: &[u8]) {
         let mut state = self.shared.lock();
         let was_empty = state.buf.is_empty();
-        let _ = state.buf.write_fmt(args);
+        state.buf.extend_from_slice(line);
+        self.after_append(state, was_empty);
+    }
+
+    /// Appends one line written by `write` (a newline is added), under the one lock.
+    fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut state = self.shared.lock();
+        let was_empty = state.buf.is_empty();
+        write(&mut state.buf);
         state.buf.push(b'\n');
+        self.after_append(state, was_empty);
+    }
+
+    /// Writes out at once on a terminal or a full buffer; else wakes the flusher for the
+    /// first line of a batch.
+    fn after_append(&self, mut state: MutexGuard<'_, State>, was_empty: bool) {
         if self.shared.flush_each_line || state.buf.len() >= MAX_BUFFERED {
             state.flush();
         } else if was_empty {
@@ -130,6 +172,51 @@ impl State {
     }
 }
 
+/// Appends `text` as [`Printable`] shows it, copying it straight when it has nothing to
+/// escape (the common case, checked eight bytes at a time).
+fn push_printable(buf: &mut Vec<u8>, text: &str) {
+    if text.len() <= MAX_LOGGED_TEXT && !needs_escaping(text.as_bytes()) {
+        buf.extend_from_slice(text.as_bytes());
+    } else {
+        let _ = write!(buf, "{}", Printable(text));
+    }
+}
+
+/// Whether `bytes` may hold a control character: a byte below 0x20, 0x7f, or 0xc2 (which
+/// starts U+0080..U+00BF, the C1 controls among them). A false alarm only costs the slow path.
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Sets a byte's high bit where that byte of `x` is zero (exact for the lowest such byte,
+    // which is all a yes/no answer needs).
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let (words, rest) = bytes.as_chunks::<8>();
+    for word in words {
+        let x = u64::from_le_bytes(*word);
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        if below_space | zero_byte(x ^ (ONES * 0x7f)) | zero_byte(x ^ (ONES * 0xc2)) != 0 {
+            return true;
+        }
+    }
+    rest.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2)
+}
+
+fn push_decimal(out: &mut [u8], mut n: usize) -> usize {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - at;
+    out[..len].copy_from_slice(&digits[at..]);
+    len
+}
+
 /// Message text as a log shows it: control characters escaped so a peer cannot forge log
 /// lines, and long texts cut at `MAX_LOGGED_TEXT` bytes with their full size noted.
 pub struct Printable<'a>(pub &'a str);
@@ -159,6 +246,38 @@ impl fmt::Display for Printable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_lines_match_the_formatted_ones() {
+        let texts = [
+            "plain text",
+            "",
+            "tab\there",
+            "del\u{7f}",
+            "c1 \u{85} here",
+            "é ü ß 世界",
+            "x".repeat(600).as_str(),
+            "12345678\n",
+        ]
+        .map(str::to_owned);
+        for text in &texts {
+            let mut fast = Vec::new();
+            push_printable(&mut fast, text);
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                Printable(text).to_string(),
+                "{text:?}"
+            );
+        }
+        for n in [0, 7, 10, 1234567890, usize::MAX] {
+            let mut out = [0u8; 20];
+            let len = push_decimal(&mut out, n);
+            assert_eq!(&out[..len], n.to_string().as_bytes());
+        }
+        assert!(needs_escaping(b"0123456\x1f"));
+        assert!(needs_escaping(b"\x00"));
+        assert!(!needs_escaping("plain ascii and é ü".as_bytes()));
+    }
 
     #[test]
     fn printable_escapes_control_characters_and_cuts_long_text() {

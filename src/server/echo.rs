@@ -217,7 +217,7 @@ impl Echo<'_> {
                 Ok(Some(Message::Text(text))) => {
                     self.grown |= text.len() >= BIG_MESSAGE;
                     if let Some(log) = self.log {
-                        log.line(format_args!("recv: {}", Printable(&text)));
+                        log.recv_text(&text);
                     }
                     if session.can_write() {
                         if let Err(e) = session.send(Message::Text(text)) {
@@ -228,7 +228,7 @@ impl Echo<'_> {
                 Ok(Some(Message::Binary(data))) => {
                     self.grown |= data.len() >= BIG_MESSAGE;
                     if let Some(log) = self.log {
-                        log.line(format_args!("recv: {} bytes binary", data.len()));
+                        log.recv_binary(data.len());
                     }
                     if session.can_write() {
                         if let Err(e) = session.send(Message::Binary(data)) {
