@@ -617,15 +617,14 @@ fn peer_that_never_reads_is_dropped_after_write_timeout_with_bounded_memory() {
         let (done, peak) = (done.clone(), peak.clone());
         thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = status
+                if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status"))
+                    && let Some(kib) = status
                         .lines()
                         .find(|l| l.starts_with("VmRSS:"))
                         .and_then(|l| l.split_whitespace().nth(1))
                         .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        peak.fetch_max(kib, Ordering::Relaxed);
-                    }
+                {
+                    peak.fetch_max(kib, Ordering::Relaxed);
                 }
                 thread::sleep(Duration::from_millis(5));
             }

@@ -219,10 +219,10 @@ impl Echo<'_> {
                     if let Some(log) = self.log {
                         log.recv_text(&text);
                     }
-                    if session.can_write() {
-                        if let Err(e) = session.send(Message::Text(text)) {
-                            return self.error_turn(session, e);
-                        }
+                    if session.can_write()
+                        && let Err(e) = session.send(Message::Text(text))
+                    {
+                        return self.error_turn(session, e);
                     }
                 }
                 Ok(Some(Message::Binary(data))) => {
@@ -230,10 +230,10 @@ impl Echo<'_> {
                     if let Some(log) = self.log {
                         log.recv_binary(data.len());
                     }
-                    if session.can_write() {
-                        if let Err(e) = session.send(Message::Binary(data)) {
-                            return self.error_turn(session, e);
-                        }
+                    if session.can_write()
+                        && let Err(e) = session.send(Message::Binary(data))
+                    {
+                        return self.error_turn(session, e);
                     }
                 }
                 Ok(Some(Message::Close(frame))) => self.peer_close = Some(frame),

@@ -94,12 +94,12 @@ pub(crate) fn check(
     let mut response = to_http(request)
         .and_then(|r| create_response(&r).map_err(|e| e.to_string()))
         .map_err(|e| bad_request(&e))?;
-    if let Some(protocol) = header_tokens(request, "sec-websocket-protocol").next() {
-        if let Ok(value) = HeaderValue::from_str(protocol) {
-            response
-                .headers_mut()
-                .insert("Sec-WebSocket-Protocol", value);
-        }
+    if let Some(protocol) = header_tokens(request, "sec-websocket-protocol").next()
+        && let Ok(value) = HeaderValue::from_str(protocol)
+    {
+        response
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", value);
     }
     Ok(response)
 }
