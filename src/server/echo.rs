@@ -178,9 +178,10 @@ impl Echo<'_> {
                     match wait {
                         Wait::Ping if self.grown => {
                             // Quiet after big messages: give their buffers back, then wait
-                            // a whole ping interval as usual.
-                            self.grown = !self.link.with(&[], |s| s.renew());
-                            if !self.grown {
+                            // a whole ping interval as usual. One try: a peer stalled inside
+                            // a message keeps them until its next big message.
+                            self.grown = false;
+                            if self.link.with(&[], |s| s.renew()) {
                                 crate::sys::trim_heap();
                             }
                             Turn::Continue
