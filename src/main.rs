@@ -399,13 +399,30 @@ fn nonempty(s: &str) -> Result<String, String> {
 
 /// Seconds, decimals allowed, zero allowed.
 fn seconds(s: &str) -> Result<Duration, String> {
-    let secs = f64::from_str(s).map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+    // Whole seconds and up to nine decimals, parsed by hand: exact, and it keeps the float
+    // parser (a few KiB) out of a binary that has no other use for it.
+    let bad = || format!("'{s}' is not a number of seconds (e.g. 10 or 0.5)");
+    let (whole, fraction) = s.split_once('.').unwrap_or((s, ""));
+    let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !all_digits(whole) || !all_digits(fraction) {
+        return Err(bad());
+    }
+    let secs: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    if secs > 1_000_000_000 || fraction.len() > 9 {
         return Err(format!(
-            "'{s}' is not a number of seconds between 0 and 1e9"
+            "'{s}' is not a number of seconds up to 1e9, with at most 9 decimals"
         ));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse::<u32>().map_err(|_| bad())? * 10u32.pow(9 - fraction.len() as u32)
+    };
+    Ok(Duration::new(secs, nanos))
 }
 
 /// Seconds, above zero.
@@ -438,5 +455,45 @@ fn bytes(s: &str) -> Result<usize, String> {
     match n.checked_mul(unit) {
         Some(n) if n > 0 => Ok(n),
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_take_decimals_and_refuse_everything_else() {
+        assert_eq!(seconds("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds(".25"), Ok(Duration::from_millis(250)));
+        assert_eq!(seconds("2."), Ok(Duration::from_secs(2)));
+        assert_eq!(seconds("1.000000001"), Ok(Duration::new(1, 1)));
+        for bad in [
+            "",
+            ".",
+            "abc",
+            "1e9",
+            "-1",
+            "+1",
+            "1.2.3",
+            "1.0000000001",
+            "2000000000",
+            " 1",
+        ] {
+            assert!(seconds(bad).is_err(), "{bad:?}");
+        }
+        assert!(positive_seconds("0").is_err());
+    }
+
+    #[test]
+    fn bytes_take_binary_suffixes() {
+        assert_eq!(bytes("65536"), Ok(65536));
+        assert_eq!(bytes("64K"), Ok(64 << 10));
+        assert_eq!(bytes("16M"), Ok(16 << 20));
+        assert_eq!(bytes("16MiB"), Ok(16 << 20));
+        for bad in ["", "0", "K", "-1", "1T", "99999999999999999999G"] {
+            assert!(bytes(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -48,15 +48,11 @@ pub(crate) fn total_memory() -> Option<u64> {
 #[allow(unsafe_code)]
 pub(crate) fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let cores = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(64);
-        // SAFETY: mallopt only sets a tunable; it is called before any connection thread
-        // exists, and an unknown value would merely be refused (returning 0).
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int);
-        }
+    // SAFETY: sysconf only reads; mallopt only sets a tunable, before any connection thread
+    // exists (an out-of-range value would merely be refused, returning 0).
+    unsafe {
+        let cores = libc::sysconf(libc::_SC_NPROCESSORS_ONLN).clamp(1, 64);
+        libc::mallopt(libc::M_ARENA_MAX, cores as libc::c_int);
     }
 }
 
