@@ -36,6 +36,9 @@ struct Shared {
 struct State {
     buf: Vec<u8>,
     sink: Box<dyn Write + Send>,
+    /// The flusher is asleep on the condition variable: only then does a line wake it (a
+    /// notify costs a system call even when nobody waits).
+    flusher_waiting: bool,
 }
 
 impl Log {
@@ -51,22 +54,22 @@ impl Log {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(4096),
                 sink,
+                flusher_waiting: false,
             }),
             pending: Condvar::new(),
             flush_each_line,
         });
         if !flush_each_line {
-            let weak = Arc::downgrade(&shared);
+            // The flusher lives as long as the process: a log is made once, at start.
+            let shared = shared.clone();
             // A log that cannot start its flusher still works: it flushes when its buffer
             // fills and at `flush`, so the error is not worth failing start-up for.
             let _ = thread::Builder::new()
                 .name("log-flusher".into())
                 .stack_size(64 * 1024)
                 .spawn(move || {
-                    while let Some(shared) = weak.upgrade() {
-                        if !shared.wait_and_flush() {
-                            break;
-                        }
+                    loop {
+                        shared.wait_and_flush();
                     }
                 });
         }
@@ -124,7 +127,7 @@ impl Log {
     fn after_append(&self, mut state: MutexGuard<'_, State>, was_empty: bool) {
         if self.shared.flush_each_line || state.buf.len() >= MAX_BUFFERED {
             state.flush();
-        } else if was_empty {
+        } else if was_empty && state.flusher_waiting {
             self.shared.pending.notify_one();
         }
     }
@@ -144,23 +147,19 @@ impl Shared {
     }
 
     /// Waits for a first pending line, lets more gather for `FLUSH_DELAY`, writes them out.
-    /// Returns false when the log has been dropped by every handle.
-    fn wait_and_flush(&self) -> bool {
+    fn wait_and_flush(&self) {
         let mut state = self.lock();
         while state.buf.is_empty() {
-            let (next, timeout) = self
+            state.flusher_waiting = true;
+            state = self
                 .pending
-                .wait_timeout(state, Duration::from_secs(1))
+                .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state = next;
-            if timeout.timed_out() && state.buf.is_empty() {
-                return true;
-            }
+            state.flusher_waiting = false;
         }
         drop(state);
         thread::sleep(FLUSH_DELAY);
         self.lock().flush();
-        true
     }
 }
 

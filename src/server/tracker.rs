@@ -22,6 +22,9 @@ pub(crate) struct Tracker {
 
 #[derive(Default)]
 struct Conns {
+    /// Someone waits in `wait_until_empty` (only at shutdown): only then does a closing
+    /// connection notify, since a notify costs a system call even when nobody waits.
+    watched: bool,
     open: usize,
     next_id: u64,
     links: HashMap<u64, Arc<Link<Tcp>>>,
@@ -105,8 +108,10 @@ impl Tracker {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if conns.open == 0 || left.is_zero() {
+                conns.watched = false;
                 return conns.open;
             }
+            conns.watched = true;
             conns = self
                 .changed
                 .wait_timeout(conns, left)
@@ -134,7 +139,9 @@ impl Drop for Ticket {
         let mut conns = self.tracker.lock();
         conns.links.remove(&self.id);
         conns.open -= 1;
-        self.tracker.changed.notify_all();
+        if conns.watched {
+            self.tracker.changed.notify_all();
+        }
     }
 }
 
