@@ -29,13 +29,16 @@ pub struct Log {
 
 struct Shared {
     state: Mutex<State>,
+    /// Taken while `state` is held (always in that order), so batches reach the sink in the
+    /// order they were buffered; the flusher then lets go of `state` and writes, so lines
+    /// can be appended while a slow stderr is being written to.
+    sink: Mutex<Box<dyn Write + Send>>,
     pending: Condvar,
     flush_each_line: bool,
 }
 
 struct State {
     buf: Vec<u8>,
-    sink: Box<dyn Write + Send>,
     /// The flusher is asleep on the condition variable: only then does a line wake it (a
     /// notify costs a system call even when nobody waits).
     flusher_waiting: bool,
@@ -53,9 +56,9 @@ impl Log {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(4096),
-                sink,
                 flusher_waiting: false,
             }),
+            sink: Mutex::new(sink),
             pending: Condvar::new(),
             flush_each_line,
         });
@@ -68,8 +71,9 @@ impl Log {
                 .name("log-flusher".into())
                 .stack_size(64 * 1024)
                 .spawn(move || {
+                    let mut batch = Vec::with_capacity(4096);
                     loop {
-                        shared.wait_and_flush();
+                        shared.wait_and_flush(&mut batch);
                     }
                 });
         }
@@ -126,7 +130,7 @@ impl Log {
     /// first line of a batch.
     fn after_append(&self, mut state: MutexGuard<'_, State>, was_empty: bool) {
         if self.shared.flush_each_line || state.buf.len() >= MAX_BUFFERED {
-            state.flush();
+            self.shared.write_out(&mut state.buf);
         } else if was_empty && state.flusher_waiting {
             self.shared.pending.notify_one();
         }
@@ -134,7 +138,8 @@ impl Log {
 
     /// Writes out everything buffered; call before the process exits.
     pub fn flush(&self) {
-        self.shared.lock().flush();
+        let mut state = self.shared.lock();
+        self.shared.write_out(&mut state.buf);
     }
 }
 
@@ -146,8 +151,9 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits for a first pending line, lets more gather for `FLUSH_DELAY`, writes them out.
-    fn wait_and_flush(&self) {
+    /// Waits for a first pending line, lets more gather for `FLUSH_DELAY`, then writes them
+    /// out from `batch` (swapped with the buffer) without holding the buffer's lock.
+    fn wait_and_flush(&self, batch: &mut Vec<u8>) {
         let mut state = self.lock();
         while state.buf.is_empty() {
             state.flusher_waiting = true;
@@ -159,16 +165,30 @@ impl Shared {
         }
         drop(state);
         thread::sleep(FLUSH_DELAY);
-        self.lock().flush();
+        let mut state = self.lock();
+        std::mem::swap(&mut state.buf, batch);
+        let mut sink = self.sink_lock();
+        drop(state);
+        write_to(&mut **sink, batch);
+    }
+
+    fn sink_lock(&self) -> MutexGuard<'_, Box<dyn Write + Send>> {
+        self.sink
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes `buf` out while the caller holds `state`.
+    fn write_out(&self, buf: &mut Vec<u8>) {
+        write_to(&mut **self.sink_lock(), buf);
     }
 }
 
-impl State {
-    fn flush(&mut self) {
-        let _ = self.sink.write_all(&self.buf);
-        let _ = self.sink.flush();
-        self.buf.clear();
-    }
+/// Writes and empties `buf`; errors are dropped (see [`Log::line`]).
+fn write_to(sink: &mut dyn Write, buf: &mut Vec<u8>) {
+    let _ = sink.write_all(buf);
+    let _ = sink.flush();
+    buf.clear();
 }
 
 /// Appends `text` as [`Printable`] shows it, copying it straight when it has nothing to

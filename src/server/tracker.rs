@@ -7,27 +7,29 @@
 
 use crate::link::{Link, Tcp};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-pub(crate) struct Tracker {
-    conns: Mutex<Conns>,
-    changed: Condvar,
-    stopping: AtomicBool,
-}
+/// The registry is split so that connections starting and ending at once rarely wait on each
+/// other: admission is one atomic, and a connection locks only its own shard of the registry.
+const SHARDS: usize = 16;
 
-#[derive(Default)]
-struct Conns {
+type Shard = Mutex<HashMap<u64, Arc<Link<Tcp>>>>;
+
+pub(crate) struct Tracker {
+    open: AtomicUsize,
+    next_id: AtomicU64,
+    shards: [Shard; SHARDS],
+    stopping: AtomicBool,
     /// Someone waits in `wait_until_empty` (only at shutdown): only then does a closing
     /// connection notify, since a notify costs a system call even when nobody waits.
-    watched: bool,
-    open: usize,
-    next_id: u64,
-    links: HashMap<u64, Arc<Link<Tcp>>>,
+    watched: AtomicBool,
+    emptied: Mutex<()>,
+    changed: Condvar,
 }
 
 /// One admitted connection's slot.
@@ -44,32 +46,36 @@ pub(crate) fn going_away() -> CloseFrame {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Tracker {
     pub(crate) fn new() -> Self {
         Tracker {
-            conns: Mutex::new(Conns::default()),
-            changed: Condvar::new(),
+            open: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             stopping: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
+            emptied: Mutex::new(()),
+            changed: Condvar::new(),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Conns> {
-        self.conns
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A slot for a new connection, or `None` when `max` are open.
     pub(crate) fn admit(self: &Arc<Self>, max: usize) -> Option<Ticket> {
-        let mut conns = self.lock();
-        if conns.open >= max {
-            return None;
-        }
-        conns.open += 1;
-        conns.next_id += 1;
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         Some(Ticket {
             tracker: self.clone(),
-            id: conns.next_id,
+            id,
         })
     }
 
@@ -84,9 +90,15 @@ impl Tracker {
 
     /// Sends Close 1001 to every registered connection. A connection whose lock is held (its
     /// thread is writing) is retried until `deadline`; its own thread also checks
-    /// [`Tracker::stopping`] after every turn, so one of the two always sends it.
+    /// [`Tracker::stopping`] after every turn, so one of the two always sends it. One that
+    /// registers after its shard was read sees `stopping` set (the stop is flagged first,
+    /// and registration and this read take the same shard lock) and says goodbye itself.
     pub(crate) fn say_goodbye(&self, deadline: Instant) {
-        let mut pending: Vec<Arc<Link<Tcp>>> = self.lock().links.values().cloned().collect();
+        let mut pending: Vec<Arc<Link<Tcp>>> = self
+            .shards
+            .iter()
+            .flat_map(|shard| lock(shard).values().cloned().collect::<Vec<_>>())
+            .collect();
         while !pending.is_empty() && Instant::now() < deadline {
             pending.retain(|link| {
                 link.try_with(|session| {
@@ -104,17 +116,18 @@ impl Tracker {
 
     /// Waits until no connection is open or `deadline` passes; returns how many are open.
     pub(crate) fn wait_until_empty(&self, deadline: Instant) -> usize {
-        let mut conns = self.lock();
+        self.watched.store(true, Ordering::SeqCst);
+        let mut guard = lock(&self.emptied);
         loop {
+            let open = self.open.load(Ordering::SeqCst);
             let left = deadline.saturating_duration_since(Instant::now());
-            if conns.open == 0 || left.is_zero() {
-                conns.watched = false;
-                return conns.open;
+            if open == 0 || left.is_zero() {
+                self.watched.store(false, Ordering::SeqCst);
+                return open;
             }
-            conns.watched = true;
-            conns = self
+            guard = self
                 .changed
-                .wait_timeout(conns, left)
+                .wait_timeout(guard, left)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         }
@@ -123,24 +136,32 @@ impl Tracker {
     /// How many connections are open now.
     #[cfg(test)]
     pub(crate) fn open(&self) -> usize {
-        self.lock().open
+        self.open.load(Ordering::SeqCst)
     }
 }
 
 impl Ticket {
     /// Makes the connection reachable for the goodbye at shutdown.
     pub(crate) fn register(&self, link: Arc<Link<Tcp>>) {
-        self.tracker.lock().links.insert(self.id, link);
+        lock(self.tracker.shard(self.id)).insert(self.id, link);
+    }
+}
+
+impl Tracker {
+    fn shard(&self, id: u64) -> &Shard {
+        &self.shards[(id % SHARDS as u64) as usize]
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut conns = self.tracker.lock();
-        conns.links.remove(&self.id);
-        conns.open -= 1;
-        if conns.watched {
-            self.tracker.changed.notify_all();
+        let tracker = &self.tracker;
+        lock(tracker.shard(self.id)).remove(&self.id);
+        tracker.open.fetch_sub(1, Ordering::SeqCst);
+        if tracker.watched.load(Ordering::SeqCst) {
+            // Taking the waiter's lock orders this notify after its check of `open`.
+            let _guard = lock(&tracker.emptied);
+            tracker.changed.notify_all();
         }
     }
 }
