@@ -902,3 +902,56 @@ fn help_exits_0_and_documents_exit_codes() {
         );
     }
 }
+
+#[test]
+fn headers_origin_and_subprotocol_reach_the_server_and_the_chosen_subprotocol_is_accepted() {
+    use tungstenite::handshake::server::{Request, Response};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let stream = accept_within(&listener, PEER_LIMIT);
+        stream
+            .set_read_timeout(Some(PEER_LIMIT))
+            .expect("set_read_timeout");
+        let mut seen = Vec::new();
+        let callback = |request: &Request, mut response: Response| {
+            for name in ["x-trace", "origin", "sec-websocket-protocol"] {
+                let value = request.headers().get(name).and_then(|v| v.to_str().ok());
+                seen.push(format!("{name}={}", value.unwrap_or("-")));
+            }
+            let chosen = tungstenite::http::HeaderValue::from_static("chat");
+            response
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", chosen);
+            Ok(response)
+        };
+        let ws = tungstenite::accept_hdr(stream, callback).expect("peer: WebSocket handshake");
+        let _ = echo(ws);
+        let _ = tx.send(seen);
+    });
+    let done = run_stdin(
+        &[
+            &url(port, "/echo"),
+            "--stdin",
+            "-H",
+            "X-Trace: abc 123",
+            "--origin",
+            "http://app.example",
+            "--subprotocol",
+            "chat",
+        ],
+        b"hello\n",
+    );
+    assert_exit(&done, 0);
+    assert_eq!(done.stdout, "hello\n", "{}", done.describe());
+    let seen = outcome(&rx, PEER_LIMIT);
+    assert_eq!(
+        seen,
+        [
+            "x-trace=abc 123",
+            "origin=http://app.example",
+            "sec-websocket-protocol=chat"
+        ]
+    );
+}
