@@ -904,6 +904,7 @@ fn help_exits_0_and_documents_exit_codes() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // tungstenite's callback type, not ours
 fn headers_origin_and_subprotocol_reach_the_server_and_the_chosen_subprotocol_is_accepted() {
     use tungstenite::handshake::server::{Request, Response};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
