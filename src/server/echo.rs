@@ -215,24 +215,17 @@ impl Echo<'_> {
     fn turn(&mut self, session: &mut Session<'_, Tcp>) -> Turn {
         loop {
             match session.next_message() {
-                Ok(Some(Message::Text(text))) => {
-                    self.grown |= text.len() >= BIG_MESSAGE;
+                Ok(Some(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                    self.grown |= message.len() >= BIG_MESSAGE;
                     if let Some(log) = self.log {
-                        log.recv_text(&text);
+                        match &message {
+                            Message::Text(text) => log.recv_text(text),
+                            _ => log.recv_binary(message.len()),
+                        }
                     }
+                    // The same message goes back: same type, same bytes, no copy.
                     if session.can_write()
-                        && let Err(e) = session.send(Message::Text(text))
-                    {
-                        return self.error_turn(session, e);
-                    }
-                }
-                Ok(Some(Message::Binary(data))) => {
-                    self.grown |= data.len() >= BIG_MESSAGE;
-                    if let Some(log) = self.log {
-                        log.recv_binary(data.len());
-                    }
-                    if session.can_write()
-                        && let Err(e) = session.send(Message::Binary(data))
+                        && let Err(e) = session.send(message)
                     {
                         return self.error_turn(session, e);
                     }
