@@ -6,7 +6,7 @@
 //! sends for a moment before closing. Closing at once would make the kernel reset the
 //! connection over the unread request, and the client could lose the 503 it was sent.
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
@@ -48,10 +48,9 @@ wsecho is at its connection limit; try again\n";
         let _ = (&stream).write(RESPONSE);
         let _ = stream.shutdown(Shutdown::Write);
         if let Some(queue) = &self.queue {
-            // With the lingering thread full or gone, the socket just closes here.
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                queue.try_send(stream)
-            {}
+            // With the lingering thread full or gone, the socket just closes here, dropped
+            // with the error that hands it back.
+            let _ = queue.try_send(stream);
         }
     }
 }
