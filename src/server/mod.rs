@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use tracker::Tracker;
+use tungstenite::protocol::WebSocketContext;
 
 /// Stack for each connection thread. Measured: a release build passes the whole Autobahn
 /// server suite (16 MiB messages, fragmentation, every failure path) with 16 KiB stacks, and
@@ -286,7 +287,7 @@ fn accept(
     let job = {
         let shared = shared.clone();
         let stream = stream.clone();
-        Box::new(move || handle(&shared, stream, peer, ticket))
+        Box::new(move || serve_connection(&shared, stream, peer, ticket))
     };
     if let Err(e) = workers.run(job) {
         shared
@@ -299,8 +300,38 @@ fn accept(
     }
 }
 
-/// One connection, from the first byte of its request to its last frame.
-fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tracker::Ticket) {
+/// One connection, from the first byte of its request to its last frame: the handshake,
+/// then the echo loop, one after the other, so the handshake's deep frames are gone (and
+/// its buffers freed) by the time the loop starts.
+fn serve_connection(
+    shared: &Shared,
+    stream: Arc<TcpStream>,
+    peer: SocketAddr,
+    ticket: tracker::Ticket,
+) {
+    let Some(ctx) = handshake(shared, &stream, peer) else {
+        return;
+    };
+    echo::serve(echo::Conn {
+        stream,
+        ctx,
+        peer,
+        limits: &shared.config.limits,
+        log: &shared.log,
+        quiet: shared.config.quiet,
+        tracker: &shared.tracker,
+        ticket: &ticket,
+    });
+}
+
+/// Reads and answers the request: a plain HTTP answer (`None`), or the upgrade's protocol
+/// state. Never inlined: its frame is the deepest a connection has.
+#[inline(never)]
+fn handshake(
+    shared: &Shared,
+    stream: &Arc<TcpStream>,
+    peer: SocketAddr,
+) -> Option<WebSocketContext> {
     let limits = &shared.config.limits;
     let deadline = Instant::now() + limits.handshake_timeout;
     let _ = stream.set_nodelay(true);
@@ -308,31 +339,29 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
         .set_write_timeout(Some(limits.handshake_timeout))
         .is_err()
     {
-        return;
+        return None;
     }
-    let head = match http::read_head(&stream, deadline, limits.max_head) {
+    let head = match http::read_head(stream, deadline, limits.max_head) {
         Ok(head) => head,
         Err(e) => {
             if let Some(reply) = e.reply() {
-                reply.send(&stream);
-                crate::link::linger(&stream);
+                reply.send(stream);
+                crate::link::linger(stream);
             }
-            return;
+            return None;
         }
     };
     let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-    let Some(request) = head.parse(&mut headers) else {
-        return;
-    };
+    let request = head.parse(&mut headers)?;
     let request = match http::route(request) {
         http::Route::Reply(reply) => {
-            reply.send(&stream);
-            crate::link::linger(&stream);
-            return;
+            reply.send(stream);
+            crate::link::linger(stream);
+            return None;
         }
         http::Route::Upgrade(request) => request,
     };
-    let ctx = match upgrade::accept(&stream, &request, head.rest(), &shared.policy, limits) {
+    let ctx = match upgrade::accept(stream, &request, head.rest(), &shared.policy, limits) {
         Ok(ctx) => ctx,
         Err(Some(reply)) => {
             shared.log.line(format_args!(
@@ -340,11 +369,11 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
                 reply.status,
                 reply.detail()
             ));
-            reply.send(&stream);
-            crate::link::linger(&stream);
-            return;
+            reply.send(stream);
+            crate::link::linger(stream);
+            return None;
         }
-        Err(None) => return,
+        Err(None) => return None,
     };
     drop(head);
     // The same value by default: then the handshake's setting stands (one syscall less).
@@ -353,18 +382,9 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
             .set_write_timeout(Some(limits.write_timeout))
             .is_err()
     {
-        return;
+        return None;
     }
-    echo::serve(echo::Conn {
-        stream,
-        ctx,
-        peer,
-        limits,
-        log: &shared.log,
-        quiet: shared.config.quiet,
-        tracker: &shared.tracker,
-        ticket: &ticket,
-    });
+    Some(ctx)
 }
 
 /// Default connection cap: what the open-files limit (raised to its hard limit) allows,
