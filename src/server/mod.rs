@@ -183,7 +183,7 @@ impl Server {
     /// anything else starts.
     pub fn bind(config: Config, log: Log) -> Result<Server, Error> {
         use std::net::ToSocketAddrs;
-        let addrs: Vec<SocketAddr> = config
+        let mut addrs: Vec<SocketAddr> = config
             .addr
             .to_socket_addrs()
             .map_err(|source| Error::Address {
@@ -191,6 +191,9 @@ impl Server {
                 source,
             })?
             .collect();
+        // A name such as `localhost` may resolve to ::1 first; like Go, prefer IPv4, which
+        // is what `127.0.0.1` clients and most tools reach.
+        addrs.sort_by_key(SocketAddr::is_ipv6);
         let listener = TcpListener::bind(&addrs[..]).map_err(|source| Error::Bind {
             addr: config.addr.clone(),
             source,
