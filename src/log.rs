@@ -213,6 +213,11 @@ fn needs_escaping(bytes: &[u8]) -> bool {
     for word in words {
         let x = u64::from_le_bytes(*word);
         let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        // Printable ASCII first, in fewer steps: a high bit means non-ASCII, and with none
+        // set, adding one sets a high bit exactly where a byte was 0x7f.
+        if (x | x.wrapping_add(ONES)) & HIGHS | below_space == 0 {
+            continue;
+        }
         if below_space | zero_byte(x ^ (ONES * 0x7f)) | zero_byte(x ^ (ONES * 0xc2)) != 0 {
             return true;
         }
@@ -220,19 +225,19 @@ fn needs_escaping(bytes: &[u8]) -> bool {
     rest.iter().any(|&b| b < 0x20 || b == 0x7f || b == 0xc2)
 }
 
-fn push_decimal(out: &mut [u8], mut n: usize) -> usize {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Writes `n` in decimal at the start of `out` (20 bytes hold any `usize`); returns the length.
+fn push_decimal(out: &mut [u8], n: usize) -> usize {
+    let mut len = 1;
+    let mut rest = n / 10;
+    while rest > 0 {
+        len += 1;
+        rest /= 10;
     }
-    let len = digits.len() - at;
-    out[..len].copy_from_slice(&digits[at..]);
+    let mut n = n;
+    for slot in out[..len].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
     len
 }
 
