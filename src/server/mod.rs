@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use tracker::Tracker;
-use tungstenite::protocol::WebSocketContext;
 
 /// Stack for each connection thread. Measured: a release build passes the whole Autobahn
 /// server suite (16 MiB messages, fragmentation, every failure path) with 16 KiB stacks, and
@@ -290,7 +289,7 @@ fn accept(
     let job = {
         let shared = shared.clone();
         let stream = stream.clone();
-        Box::new(move || serve_connection(&shared, stream, peer, ticket))
+        Box::new(move || handle(&shared, stream, peer, ticket))
     };
     if let Err(e) = workers.run(job) {
         shared
@@ -303,38 +302,8 @@ fn accept(
     }
 }
 
-/// One connection, from the first byte of its request to its last frame: the handshake,
-/// then the echo loop, one after the other, so the handshake's deep frames are gone (and
-/// its buffers freed) by the time the loop starts.
-fn serve_connection(
-    shared: &Shared,
-    stream: Arc<TcpStream>,
-    peer: SocketAddr,
-    ticket: tracker::Ticket,
-) {
-    let Some(ctx) = handshake(shared, &stream, peer) else {
-        return;
-    };
-    echo::serve(echo::Conn {
-        stream,
-        ctx,
-        peer,
-        limits: &shared.config.limits,
-        log: &shared.log,
-        quiet: shared.config.quiet,
-        tracker: &shared.tracker,
-        ticket: &ticket,
-    });
-}
-
-/// Reads and answers the request: a plain HTTP answer (`None`), or the upgrade's protocol
-/// state. Never inlined: its frame is the deepest a connection has.
-#[inline(never)]
-fn handshake(
-    shared: &Shared,
-    stream: &Arc<TcpStream>,
-    peer: SocketAddr,
-) -> Option<WebSocketContext> {
+/// One connection, from the first byte of its request to its last frame.
+fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tracker::Ticket) {
     let limits = &shared.config.limits;
     let deadline = Instant::now() + limits.handshake_timeout;
     let _ = stream.set_nodelay(true);
@@ -342,29 +311,31 @@ fn handshake(
         .set_write_timeout(Some(limits.handshake_timeout))
         .is_err()
     {
-        return None;
+        return;
     }
-    let head = match http::read_head(stream, deadline, limits.max_head) {
+    let head = match http::read_head(&stream, deadline, limits.max_head) {
         Ok(head) => head,
         Err(e) => {
             if let Some(reply) = e.reply() {
-                reply.send(stream);
-                crate::link::linger(stream);
+                reply.send(&stream);
+                crate::link::linger(&stream);
             }
-            return None;
+            return;
         }
     };
     let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-    let request = head.parse(&mut headers)?;
+    let Some(request) = head.parse(&mut headers) else {
+        return;
+    };
     let request = match http::route(request) {
         http::Route::Reply(reply) => {
-            reply.send(stream);
-            crate::link::linger(stream);
-            return None;
+            reply.send(&stream);
+            crate::link::linger(&stream);
+            return;
         }
         http::Route::Upgrade(request) => request,
     };
-    let ctx = match upgrade::accept(stream, &request, head.rest(), &shared.policy, limits) {
+    let ctx = match upgrade::accept(&stream, &request, head.rest(), &shared.policy, limits) {
         Ok(ctx) => ctx,
         Err(Some(reply)) => {
             shared.log.line(format_args!(
@@ -372,11 +343,11 @@ fn handshake(
                 reply.status,
                 reply.detail()
             ));
-            reply.send(stream);
-            crate::link::linger(stream);
-            return None;
+            reply.send(&stream);
+            crate::link::linger(&stream);
+            return;
         }
-        Err(None) => return None,
+        Err(None) => return,
     };
     drop(head);
     // The same value by default: then the handshake's setting stands (one syscall less).
@@ -385,9 +356,18 @@ fn handshake(
             .set_write_timeout(Some(limits.write_timeout))
             .is_err()
     {
-        return None;
+        return;
     }
-    Some(ctx)
+    echo::serve(echo::Conn {
+        stream,
+        ctx,
+        peer,
+        limits,
+        log: &shared.log,
+        quiet: shared.config.quiet,
+        tracker: &shared.tracker,
+        ticket: &ticket,
+    });
 }
 
 /// Default connection cap: what the open-files limit (raised to its hard limit) allows,
