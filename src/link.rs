@@ -39,7 +39,7 @@ pub(crate) fn config(max_message: usize, max_frame: usize) -> WebSocketConfig {
         .write_buffer_size(WRITE_BATCH)
         // One batch plus one whole message (with its frame header): a peer that stops
         // reading costs at most this much before the write deadline drops it.
-        .max_write_buffer_size(WRITE_BATCH + max_message + 16)
+        .max_write_buffer_size(WRITE_BATCH.saturating_add(max_message).saturating_add(16))
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_frame))
 }
@@ -80,15 +80,20 @@ impl<W: Write> Link<W> {
         run(&mut guard, input, f)
     }
 
-    /// Like [`Link::with`] without input, but gives up at once if another thread holds the
-    /// lock (it may be blocked writing to a peer that stopped reading).
-    pub(crate) fn try_with<T>(&self, f: impl FnOnce(&mut Session<'_, W>) -> T) -> Option<T> {
+    /// Like [`Link::with`], but gives up at once (without touching `input`) if another thread
+    /// holds the lock: it may be blocked writing to a peer that is itself waiting for us to
+    /// read.
+    pub(crate) fn try_with<T>(
+        &self,
+        input: &[u8],
+        f: impl FnOnce(&mut Session<'_, W>) -> T,
+    ) -> Option<T> {
         let mut guard = match self.inner.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => return None,
         };
-        Some(run(&mut guard, &[], f))
+        Some(run(&mut guard, input, f))
     }
 }
 

@@ -185,6 +185,12 @@ fn serve(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
         &mut limits.thread_linger,
     )?;
     p.finish(args)?;
+    if limits.idle_timeout <= limits.ping_interval {
+        return Err(Usage {
+            message: "--idle-timeout must be longer than --ping-interval (a peer needs time to answer the ping)".into(),
+            help: HELP,
+        });
+    }
 
     let log = Log::stderr();
     let server = match Server::bind(config, log.clone()) {
@@ -451,9 +457,12 @@ fn bytes(s: &str) -> Result<usize, String> {
         Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
         _ => (s, 1),
     };
+    /// A message needs memory for itself and its echo; past this, no box has it.
+    const MAX: usize = 1 << 30;
     let n = usize::from_str(digits).map_err(|_| bad())?;
     match n.checked_mul(unit) {
-        Some(n) if n > 0 => Ok(n),
+        Some(n) if n > 0 && n <= MAX => Ok(n),
+        Some(n) if n > MAX => Err(format!("'{s}' is over the 1G maximum")),
         _ => Err(bad()),
     }
 }
@@ -492,7 +501,17 @@ mod tests {
         assert_eq!(bytes("64K"), Ok(64 << 10));
         assert_eq!(bytes("16M"), Ok(16 << 20));
         assert_eq!(bytes("16MiB"), Ok(16 << 20));
-        for bad in ["", "0", "K", "-1", "1T", "99999999999999999999G"] {
+        assert_eq!(bytes("1G"), Ok(1 << 30));
+        for bad in [
+            "",
+            "0",
+            "K",
+            "-1",
+            "1T",
+            "2G",
+            "18446744073709486064",
+            "99999999999999999999G",
+        ] {
             assert!(bytes(bad).is_err(), "{bad:?}");
         }
     }

@@ -956,3 +956,32 @@ fn headers_origin_and_subprotocol_reach_the_server_and_the_chosen_subprotocol_is
         ]
     );
 }
+
+#[test]
+fn bulk_stdin_with_large_lines_round_trips_without_stalling() {
+    // A writer blocked on a full socket must not keep the reader from draining the echoes
+    // (each side would wait for the other until a write timeout).
+    let server = serve();
+    let mut input = Vec::new();
+    for i in 0..40u8 {
+        input.extend(std::iter::repeat_n(b'a' + i % 26, 1 << 20));
+        input.push(b'\n');
+    }
+    let started = Instant::now();
+    let done = run_stdin(
+        &[&url(server.port, "/echo"), "--stdin", "--wait", "5"],
+        &input,
+    );
+    assert_exit(&done, 0);
+    assert!(
+        done.stdout.as_bytes() == input.as_slice(),
+        "echoes differ: {} of {} bytes",
+        done.stdout.len(),
+        input.len()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+}

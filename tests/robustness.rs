@@ -1119,3 +1119,54 @@ fn connection_gives_back_the_memory_of_a_16_mib_echo_once_quiet() {
     }
     ws_echo(&mut ws, "still works after the buffers were renewed");
 }
+
+#[test]
+fn frames_sent_right_behind_the_upgrade_request_are_echoed_at_once() {
+    let server = serve("pipelined", &[]);
+    let mut s = connect(server.port);
+    let mut bytes = upgrade_request(server.port).into_bytes();
+    bytes.extend(client(0x1, b"hello"));
+    s.write_all(&bytes).expect("write request and frame");
+    // The 101, then the echo, with nothing more sent: the bytes behind the request must not
+    // wait for a next read.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let echo = [0x81, 5, b'h', b'e', b'l', b'l', b'o'];
+    while !got.windows(echo.len()).any(|w| w == echo) {
+        assert!(
+            Instant::now() < deadline,
+            "no echo within 3 s; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        match s.read(&mut chunk) {
+            Ok(0) => panic!(
+                "closed before the echo: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("read: {e}; got {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn idle_timeout_not_longer_than_ping_interval_is_a_usage_error() {
+    let done = common::run(
+        "wsecho serve",
+        Command::new(wsecho()).args(["serve", "--ping-interval", "2", "--idle-timeout", "1"]),
+        None,
+        Duration::from_secs(5),
+    );
+    assert_eq!(done.status.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr.contains("--idle-timeout"),
+        "{}",
+        done.describe()
+    );
+}

@@ -3,11 +3,12 @@
 
 use super::Error;
 use super::target::Target;
-use crate::link::{Link, ReadBuf, Tcp};
+use crate::link::{Link, ReadBuf, Session, Tcp};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tungstenite::error::Error as WsError;
 use tungstenite::handshake::HandshakeError;
@@ -57,20 +58,34 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
         .set_write_timeout(Some(options.ping_interval))
         .map_err(Error::Io)?;
     let config = crate::link::config(options.max_message, options.max_message);
-    let ctx = WebSocketContext::from_partially_read(surplus, Role::Client, Some(config));
+    // The bytes that came behind the 101 are the reader's first input, not the context's, so
+    // they go through the same path as every later read.
+    let ctx = WebSocketContext::new(Role::Client, Some(config));
     let link = Arc::new(Link::new(ctx, Role::Client, Tcp(stream.clone())));
+    let reader_waiting = Arc::new(AtomicBool::new(false));
     let reader = Reader {
         stream,
         link: link.clone(),
+        reader_waiting: reader_waiting.clone(),
         buf: ReadBuf::new(),
         queue: VecDeque::new(),
         close: None,
         ping_interval: options.ping_interval,
         pinged: false,
         armed: None,
-        primed: false,
+        pending: surplus,
+        max_pending: options
+            .max_message
+            .saturating_mul(2)
+            .saturating_add(1 << 20),
     };
-    Ok((reader, Writer { link }))
+    Ok((
+        reader,
+        Writer {
+            link,
+            reader_waiting,
+        },
+    ))
 }
 
 fn open_tcp(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpStream, Error> {
@@ -236,8 +251,13 @@ pub struct Reader {
     ping_interval: Duration,
     pinged: bool,
     armed: Option<Duration>,
-    /// Whether the bytes that arrived with the 101 have been parsed.
-    primed: bool,
+    /// Bytes read but not handed to the context yet: those that came with the 101, and those
+    /// read while a writer held the lock.
+    pending: Vec<u8>,
+    /// How much may wait in `pending` before the server counts as flooding us.
+    max_pending: usize,
+    /// Tells writers that `pending` is waiting for the lock (see [`Writer::send`]).
+    reader_waiting: Arc<AtomicBool>,
 }
 
 impl Reader {
@@ -256,21 +276,41 @@ impl Reader {
     }
 
     /// One read from the socket, handed to the context; queues what it completes.
+    ///
+    /// A writer may hold the lock while blocked on a full socket, and the server may be
+    /// blocked writing to us at the same time: if the reader then waited for the lock, neither
+    /// side would read again. So the reader never waits for the lock while the server has
+    /// more to send: it keeps reading into `pending`, and hands over once the lock is free or
+    /// the socket has gone quiet (then the writer no longer depends on us).
     fn fill(&mut self) -> Result<(), Error> {
-        if !self.primed {
-            // Frames that came in the same read as the 101 are already in the context: parse
-            // them before blocking on the socket, which may stay silent after them.
-            self.primed = true;
-            return hand_over(&self.link, &[], &mut self.queue, &mut self.close);
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let (queue, close) = (&mut self.queue, &mut self.close);
+            match self
+                .link
+                .try_with(&pending, |s| take_messages(s, queue, close))
+            {
+                Some(result) => return self.after_hand_over(result),
+                None => self.pending = pending,
+            }
         }
-        if self.armed != Some(self.ping_interval) {
+        let timeout = if self.pending.is_empty() {
+            self.ping_interval
+        } else {
+            BUSY_POLL
+        };
+        if self.armed != Some(timeout) {
             self.stream
-                .set_read_timeout(Some(self.ping_interval))
+                .set_read_timeout(Some(timeout))
                 .map_err(Error::Io)?;
-            self.armed = Some(self.ping_interval);
+            self.armed = Some(timeout);
         }
         let bytes = match self.buf.read_from(&*self.stream) {
             Ok([]) => {
+                self.hand_over_pending()?;
+                if self.close.is_some() {
+                    return Ok(());
+                }
                 return Err(Error::Lost(
                     "the server closed the connection without a Close frame".into(),
                 ));
@@ -282,6 +322,10 @@ impl Reader {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
+                if !self.pending.is_empty() {
+                    // The server has nothing more for now, so the writer can finish: wait.
+                    return self.hand_over_pending();
+                }
                 self.buf.shrink();
                 if self.pinged {
                     return Err(Error::Lost(format!(
@@ -301,7 +345,42 @@ impl Reader {
             Err(e) => return Err(Error::Lost(e.to_string())),
         };
         self.pinged = false;
-        hand_over(&self.link, bytes, &mut self.queue, &mut self.close).inspect_err(|_| {
+        if self.pending.is_empty() {
+            let (queue, close) = (&mut self.queue, &mut self.close);
+            match self
+                .link
+                .try_with(bytes, |s| take_messages(s, queue, close))
+            {
+                Some(result) => return self.after_hand_over(result),
+                None => self.pending.extend_from_slice(bytes),
+            }
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
+        self.reader_waiting.store(true, Ordering::Release);
+        if self.pending.len() > self.max_pending {
+            return Err(Error::Lost(format!(
+                "the server sent over {} bytes while we could not process them",
+                self.max_pending
+            )));
+        }
+        Ok(())
+    }
+
+    /// Hands everything in `pending` over, waiting for the lock if need be.
+    fn hand_over_pending(&mut self) -> Result<(), Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let (queue, close) = (&mut self.queue, &mut self.close);
+        let result = self.link.with(&pending, |s| take_messages(s, queue, close));
+        self.after_hand_over(result)
+    }
+
+    fn after_hand_over(&self, result: Result<(), Error>) -> Result<(), Error> {
+        self.reader_waiting.store(false, Ordering::Release);
+        result.inspect_err(|_| {
             // We failed the connection (and sent our Close, if the peer broke the rules):
             // let the peer read it instead of a reset.
             crate::link::linger(&self.stream);
@@ -309,47 +388,48 @@ impl Reader {
     }
 }
 
-/// Hands `input` to the context and queues the messages it completes; sends the Close a
-/// broken rule calls for (1002, 1007, 1009).
-fn hand_over(
-    link: &Link<Tcp>,
-    input: &[u8],
+/// While the reader has bytes waiting and a writer holds the lock, it reads on with this
+/// timeout, so that it notices soon when the server has gone quiet.
+const BUSY_POLL: Duration = Duration::from_millis(10);
+
+/// Queues the messages the session's input completes; sends the Close a broken rule calls
+/// for (1002, 1007, 1009); writes out pongs and close replies.
+fn take_messages(
+    s: &mut Session<'_, Tcp>,
     queue: &mut VecDeque<Message>,
     close: &mut Option<Option<CloseFrame>>,
 ) -> Result<(), Error> {
-    link.with(input, |s| {
-        loop {
-            match s.next_message() {
-                Ok(Some(Message::Close(frame))) => *close = Some(frame),
-                Ok(Some(m @ (Message::Text(_) | Message::Binary(_)))) => queue.push_back(m),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
-                    close.get_or_insert(None);
-                    break;
+    loop {
+        match s.next_message() {
+            Ok(Some(Message::Close(frame))) => *close = Some(frame),
+            Ok(Some(m @ (Message::Text(_) | Message::Binary(_)))) => queue.push_back(m),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                close.get_or_insert(None);
+                break;
+            }
+            Err(e) => {
+                let code = match &e {
+                    WsError::Protocol(_) => Some(CloseCode::Protocol),
+                    WsError::Utf8(_) => Some(CloseCode::Invalid),
+                    WsError::Capacity(_) => Some(CloseCode::Size),
+                    _ => None,
+                };
+                if let Some(code) = code {
+                    let _ = s.close(CloseFrame {
+                        code,
+                        reason: "".into(),
+                    });
                 }
-                Err(e) => {
-                    let code = match &e {
-                        WsError::Protocol(_) => Some(CloseCode::Protocol),
-                        WsError::Utf8(_) => Some(CloseCode::Invalid),
-                        WsError::Capacity(_) => Some(CloseCode::Size),
-                        _ => None,
-                    };
-                    if let Some(code) = code {
-                        let _ = s.close(CloseFrame {
-                            code,
-                            reason: "".into(),
-                        });
-                    }
-                    return Err(lost(e));
-                }
+                return Err(lost(e));
             }
         }
-        match s.flush() {
-            Ok(()) | Err(WsError::ConnectionClosed) => Ok(()),
-            Err(e) => Err(lost(e)),
-        }
-    })
+    }
+    match s.flush() {
+        Ok(()) | Err(WsError::ConnectionClosed) => Ok(()),
+        Err(e) => Err(lost(e)),
+    }
 }
 
 fn lost(e: WsError) -> Error {
@@ -360,11 +440,21 @@ fn lost(e: WsError) -> Error {
 #[derive(Clone)]
 pub struct Writer {
     link: Arc<Link<Tcp>>,
+    /// Set while the reader holds bytes it could not hand over because a writer had the lock.
+    reader_waiting: Arc<AtomicBool>,
 }
 
 impl Writer {
-    /// Sends one message and writes it out.
+    /// Sends one message and writes it out. If the reader is waiting to hand over what it
+    /// read, it goes first (for at most 200 ms): a writer that kept the lock would leave the
+    /// reader buffering echoes without end.
     pub fn send(&self, message: Message) -> Result<(), Error> {
+        for _ in 0..400 {
+            if !self.reader_waiting.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
         self.link
             .with(&[], |s| s.send(message).and_then(|()| s.flush()))
             .map_err(lost)

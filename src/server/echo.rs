@@ -35,6 +35,8 @@ const QUIET: Duration = Duration::from_secs(1);
 pub(crate) struct Conn<'a> {
     pub(crate) stream: Arc<TcpStream>,
     pub(crate) ctx: WebSocketContext,
+    /// Bytes that came behind the upgrade request: the loop's first input.
+    pub(crate) early: Vec<u8>,
     pub(crate) peer: SocketAddr,
     pub(crate) limits: &'a Limits,
     pub(crate) log: &'a Log,
@@ -58,6 +60,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
     let Conn {
         stream,
         ctx,
+        early,
         peer,
         limits,
         log,
@@ -77,7 +80,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
         peer_close: None,
         grown: false,
     };
-    let end = echo.run();
+    let end = echo.run(early);
     if let End::ClosedByServer(..) = end {
         // Our Close is written; let the peer read it rather than a reset.
         crate::link::linger(&stream);
@@ -131,7 +134,14 @@ enum Wait {
 }
 
 impl Echo<'_> {
-    fn run(&mut self) -> End {
+    fn run(&mut self, early: Vec<u8>) -> End {
+        if !early.is_empty() {
+            let link = self.link;
+            if let Turn::Ended(end) = link.with(&early, |session| self.turn(session)) {
+                return end;
+            }
+        }
+        drop(early);
         let mut buf = ReadBuf::new();
         let mut wait = Wait::Ping;
         let mut armed: Option<Duration> = None;

@@ -335,7 +335,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
         }
         http::Route::Upgrade(request) => request,
     };
-    let ctx = match upgrade::accept(&stream, &request, head.rest(), &shared.policy, limits) {
+    let ctx = match upgrade::accept(&stream, &request, &shared.policy, limits) {
         Ok(ctx) => ctx,
         Err(Some(reply)) => {
             shared.log.line(format_args!(
@@ -349,6 +349,8 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
         }
         Err(None) => return,
     };
+    // A client may send its first frames right behind the request, before our 101.
+    let early = head.rest().to_vec();
     drop(head);
     // The same value by default: then the handshake's setting stands (one syscall less).
     if limits.write_timeout != limits.handshake_timeout
@@ -361,6 +363,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
     echo::serve(echo::Conn {
         stream,
         ctx,
+        early,
         peer,
         limits,
         log: &shared.log,

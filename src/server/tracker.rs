@@ -101,7 +101,7 @@ impl Tracker {
             .collect();
         while !pending.is_empty() && Instant::now() < deadline {
             pending.retain(|link| {
-                link.try_with(|session| {
+                link.try_with(&[], |session| {
                     if session.can_write() {
                         let _ = session.close(going_away());
                     }

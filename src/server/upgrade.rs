@@ -57,10 +57,11 @@ fn origin_host(origin: &str) -> Option<&str> {
 
 /// Performs the upgrade: policy, tungstenite's validation, and the 101 in one write. Returns
 /// the connection's protocol state, or the answer to refuse with (`None`: the peer is gone).
+/// Bytes that came behind the request are the echo loop's first input, not the context's, so
+/// that they go through the same path (and bookkeeping) as every later read.
 pub(crate) fn accept(
     mut stream: &TcpStream,
     request: &httparse::Request<'_, '_>,
-    rest: &[u8],
     policy: &Policy,
     limits: &Limits,
 ) -> Result<WebSocketContext, Option<Reply>> {
@@ -69,11 +70,7 @@ pub(crate) fn accept(
     write_response(&mut out, &response).map_err(|e| Some(bad_request(&e.to_string())))?;
     stream.write_all(&out).map_err(|_| None)?;
     let config = crate::link::config(limits.max_message, limits.max_frame);
-    Ok(WebSocketContext::from_partially_read(
-        rest.to_vec(),
-        Role::Server,
-        Some(config),
-    ))
+    Ok(WebSocketContext::new(Role::Server, Some(config)))
 }
 
 /// The policy and tungstenite's validation, without I/O: the 101 to send, or the refusal.
