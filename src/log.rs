@@ -15,8 +15,8 @@ use std::time::Duration;
 
 /// How long a line may wait in the buffer before the flusher writes it.
 const FLUSH_DELAY: Duration = Duration::from_millis(50);
-/// Past this many buffered bytes the writer flushes inline: memory stays bounded even when
-/// the flusher cannot keep up, and a stalled stderr slows the log, never grows it.
+/// Past this many buffered bytes, lines are dropped (and counted) until the flusher has
+/// written the buffer: memory stays bounded, and a stalled stderr never stalls an echo.
 const MAX_BUFFERED: usize = 64 * 1024;
 /// The longest message text a `recv:` line shows; a 16 MiB message is summarised, not copied.
 pub const MAX_LOGGED_TEXT: usize = 512;
@@ -39,6 +39,8 @@ struct Shared {
 
 struct State {
     buf: Vec<u8>,
+    /// Lines dropped since the last write because the buffer was full (stderr too slow).
+    dropped: u64,
     /// The flusher is asleep on the condition variable: only then does a line wake it (a
     /// notify costs a system call even when nobody waits).
     flusher_waiting: bool,
@@ -56,6 +58,7 @@ impl Log {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 buf: Vec::with_capacity(4096),
+                dropped: 0,
                 flusher_waiting: false,
             }),
             sink: Mutex::new(sink),
@@ -112,6 +115,9 @@ impl Log {
     /// Appends a complete line (with its newline).
     fn append_line(&self, line: &[u8]) {
         let mut state = self.shared.lock();
+        if self.shared.full(&mut state) {
+            return;
+        }
         let was_empty = state.buf.is_empty();
         state.buf.extend_from_slice(line);
         self.after_append(state, was_empty);
@@ -120,16 +126,18 @@ impl Log {
     /// Appends one line written by `write` (a newline is added), under the one lock.
     fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut state = self.shared.lock();
+        if self.shared.full(&mut state) {
+            return;
+        }
         let was_empty = state.buf.is_empty();
         write(&mut state.buf);
         state.buf.push(b'\n');
         self.after_append(state, was_empty);
     }
 
-    /// Writes out at once on a terminal or a full buffer; else wakes the flusher for the
-    /// first line of a batch.
+    /// Writes out at once on a terminal; else wakes the flusher for the first line of a batch.
     fn after_append(&self, mut state: MutexGuard<'_, State>, was_empty: bool) {
-        if self.shared.flush_each_line || state.buf.len() >= MAX_BUFFERED {
+        if self.shared.flush_each_line {
             self.shared.write_out(&mut state.buf);
         } else if was_empty && state.flusher_waiting {
             self.shared.pending.notify_one();
@@ -140,6 +148,22 @@ impl Log {
     pub fn flush(&self) {
         let mut state = self.shared.lock();
         self.shared.write_out(&mut state.buf);
+    }
+
+    /// [`Log::flush`], given up after `limit`: a stderr nobody reads must not keep the
+    /// process from exiting.
+    pub fn flush_within(&self, limit: Duration) {
+        let log = self.clone();
+        let (done, finished) = std::sync::mpsc::channel();
+        let flushing = thread::Builder::new()
+            .name("log-last-flush".into())
+            .spawn(move || {
+                log.flush();
+                let _ = done.send(());
+            });
+        if flushing.is_ok() {
+            let _ = finished.recv_timeout(limit);
+        }
     }
 }
 
@@ -167,9 +191,26 @@ impl Shared {
         thread::sleep(FLUSH_DELAY);
         let mut state = self.lock();
         std::mem::swap(&mut state.buf, batch);
+        let dropped = std::mem::take(&mut state.dropped);
         let mut sink = self.sink_lock();
         drop(state);
+        if dropped > 0 {
+            let _ = writeln!(
+                batch,
+                "log: {dropped} lines dropped: stderr is not keeping up"
+            );
+        }
         write_to(&mut **sink, batch);
+    }
+
+    /// Whether the buffer is full; then the line is counted and dropped. Connections never
+    /// wait for stderr: a pipe nobody reads would otherwise stop every echo.
+    fn full(&self, state: &mut State) -> bool {
+        if self.flush_each_line || state.buf.len() < MAX_BUFFERED {
+            return false;
+        }
+        state.dropped += 1;
+        true
     }
 
     fn sink_lock(&self) -> MutexGuard<'_, Box<dyn Write + Send>> {

@@ -206,7 +206,7 @@ fn serve(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
         return Ok(ExitCode::FAILURE);
     }
     server.run();
-    log.flush();
+    log.flush_within(Duration::from_secs(1));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1170,3 +1170,51 @@ fn idle_timeout_not_longer_than_ping_interval_is_a_usage_error() {
         done.describe()
     );
 }
+
+#[test]
+fn a_stderr_nobody_reads_neither_stalls_echoes_nor_shutdown() {
+    let port = free_port();
+    // Not --quiet: every message logs a line, into a pipe this test never reads.
+    let mut child = Command::new(wsecho())
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--grace",
+            "0.5",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start wsecho serve");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !common::port_accepts(port) {
+        assert!(Instant::now() < deadline, "server not accepting");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut ws = ws_connect(port).expect("upgrade");
+    let text = "x".repeat(500);
+    for _ in 0..1000 {
+        ws_echo(&mut ws, &text); // ~500 KiB of log lines: far over a pipe's 64 KiB
+    }
+    drop(ws);
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) only sends SIGINT to the child this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let stopped = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(4),
+            "still running 4 s after SIGINT"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop(child.stderr.take());
+}

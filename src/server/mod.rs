@@ -268,7 +268,7 @@ impl Server {
         shared.log.line(format_args!(
             "stopped ({left} connections cut at the end of the grace period)"
         ));
-        shared.log.flush();
+        shared.log.flush_within(Duration::from_secs(1));
         left
     }
 }
