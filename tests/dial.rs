@@ -985,3 +985,47 @@ fn bulk_stdin_with_large_lines_round_trips_without_stalling() {
         started.elapsed()
     );
 }
+
+#[test]
+fn output_closed_by_the_reader_of_stdout_is_a_normal_end() {
+    let server = serve();
+    let script = r#"seq 1 100000 | "$0" dial --stdin "$1" | head -n 1; exit "${PIPESTATUS[1]}""#;
+    let done = run(
+        "dial | head -n 1",
+        Command::new("bash").args(["-c", script, wsecho(), &url(server.port, "/echo")]),
+        None,
+        LIMIT,
+    );
+    assert_eq!(done.stdout, "1\n", "{}", done.describe());
+    assert_eq!(done.status.code(), Some(0), "{}", done.describe());
+}
+
+#[test]
+fn a_server_trickling_its_handshake_answer_is_cut_at_the_connect_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    thread::spawn(move || {
+        let mut stream = accept_within(&listener, PEER_LIMIT);
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request);
+        // One byte of a plausible head every 100 ms, for longer than the test waits.
+        for &b in b"HTTP/1.1 101 Switching Protocols\r\nX-Slow: yes yes yes yes yes yes\r\n"
+            .iter()
+            .cycle()
+            .take(200)
+        {
+            if stream.write_all(&[b]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let started = Instant::now();
+    let done = run_dial(&[&url(port, "/echo"), "--connect-timeout", "0.5"]);
+    assert_fails_with(&done, &["in time"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}

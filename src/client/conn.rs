@@ -52,7 +52,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
         .max(Duration::from_millis(1));
     stream.set_read_timeout(Some(left)).map_err(Error::Io)?;
     stream.set_write_timeout(Some(left)).map_err(Error::Io)?;
-    let surplus = handshake(&stream, request, target)?;
+    let surplus = handshake(&stream, request, target, deadline)?;
     // Past the handshake, a write that cannot progress for a ping interval means a dead peer.
     stream
         .set_write_timeout(Some(options.ping_interval))
@@ -122,9 +122,15 @@ fn open_tcp(target: &Target, deadline: Instant, timeout: Duration) -> Result<Tcp
 }
 
 /// Runs tungstenite's client handshake and returns the bytes the server sent after its 101.
-fn handshake(stream: &TcpStream, request: Request, target: &Target) -> Result<Vec<u8>, Error> {
+fn handshake(
+    stream: &TcpStream,
+    request: Request,
+    target: &Target,
+    deadline: Instant,
+) -> Result<Vec<u8>, Error> {
     let head = HeadOnly {
         stream,
+        deadline,
         buf: Vec::new(),
         served: 0,
         end: None,
@@ -180,6 +186,8 @@ fn handshake(stream: &TcpStream, request: Request, target: &Target) -> Result<Ve
 /// of vanishing inside tungstenite's handshake buffer.
 struct HeadOnly<'a> {
     stream: &'a TcpStream,
+    /// The connect deadline: a server that trickles its head byte by byte still ends by it.
+    deadline: Instant,
     buf: Vec<u8>,
     served: usize,
     end: Option<usize>,
@@ -208,6 +216,11 @@ impl Read for HeadOnly<'_> {
                     "response head too large",
                 ));
             }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
             let mut chunk = [0u8; 2048];
             let n = self.stream.read(&mut chunk)?;
             if n == 0 {

@@ -153,6 +153,8 @@ fn describe(frame: &Option<CloseFrame>) -> String {
 enum Done {
     Closed(Option<CloseFrame>),
     Failed(Error),
+    /// Whoever reads our output is gone (`| head`): a normal way for a pipeline to stop.
+    OutputClosed,
 }
 
 /// Dials, runs the select loop until the connection ends or `interrupt` fires, and returns
@@ -185,7 +187,12 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
     loop {
         let mut outgoing = None;
         select! {
-            recv(done) -> end => return server_ended(end.ok()),
+            recv(done) -> end => {
+                if let Ok(Done::OutputClosed) = end {
+                    let _ = writer.close(CloseCode::Normal, "");
+                }
+                return server_ended(end.ok());
+            }
             recv(echoes) -> _ => {
                 echoed += 1;
                 if finishing && echoed >= sent {
@@ -259,6 +266,7 @@ fn server_ended(end: Option<Done>) -> Result<(), Error> {
             _ => Err(Error::ClosedByServer(frame)),
         },
         Some(Done::Failed(e)) => Err(e),
+        Some(Done::OutputClosed) => Ok(()),
         None => Err(Error::Lost("the reader thread stopped".into())),
     }
 }
@@ -277,8 +285,7 @@ fn read_loop(reader: &mut Reader, prefix: bool, echoes: &Sender<()>) -> Done {
         drop(out);
         if let Err(e) = printed {
             if e.kind() == io::ErrorKind::BrokenPipe {
-                // Whoever reads our output is gone: a normal way for a pipeline to stop.
-                return Done::Closed(None);
+                return Done::OutputClosed;
             }
             return Done::Failed(Error::Io(e));
         }
