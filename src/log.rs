@@ -115,7 +115,7 @@ impl Log {
     /// Appends a complete line (with its newline).
     fn append_line(&self, line: &[u8]) {
         let mut state = self.shared.lock();
-        if self.shared.full(&mut state) {
+        if state.buf.len() >= MAX_BUFFERED && self.shared.drop_line(&mut state) {
             return;
         }
         let was_empty = state.buf.is_empty();
@@ -126,7 +126,7 @@ impl Log {
     /// Appends one line written by `write` (a newline is added), under the one lock.
     fn append(&self, write: impl FnOnce(&mut Vec<u8>)) {
         let mut state = self.shared.lock();
-        if self.shared.full(&mut state) {
+        if state.buf.len() >= MAX_BUFFERED && self.shared.drop_line(&mut state) {
             return;
         }
         let was_empty = state.buf.is_empty();
@@ -154,7 +154,7 @@ impl Log {
     /// process from exiting.
     pub fn flush_within(&self, limit: Duration) {
         let log = self.clone();
-        let (done, finished) = std::sync::mpsc::channel();
+        let (done, finished) = crossbeam_channel::bounded(1);
         let flushing = thread::Builder::new()
             .name("log-last-flush".into())
             .spawn(move || {
@@ -203,10 +203,12 @@ impl Shared {
         write_to(&mut **sink, batch);
     }
 
-    /// Whether the buffer is full; then the line is counted and dropped. Connections never
-    /// wait for stderr: a pipe nobody reads would otherwise stop every echo.
-    fn full(&self, state: &mut State) -> bool {
-        if self.flush_each_line || state.buf.len() < MAX_BUFFERED {
+    /// With the buffer full, counts the line as dropped (unless each line is written at
+    /// once anyway). Connections never wait for stderr: a pipe nobody reads would otherwise
+    /// stop every echo.
+    #[cold]
+    fn drop_line(&self, state: &mut State) -> bool {
+        if self.flush_each_line {
             return false;
         }
         state.dropped += 1;
