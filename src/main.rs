@@ -77,7 +77,8 @@ Options:
   -h, --help                this help
 
 Messages go to stdout, diagnostics to stderr.
-Exit status: 0 closed normally (by us, or by the server with 1000/1001),
+Exit status: 0 closed normally (by us, by the server with 1000/1001, or stdout
+was closed by its reader),
 1 connection failed, refused or broken, or the server closed with another code,
 2 bad usage.
 ";
