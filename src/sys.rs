@@ -68,3 +68,42 @@ pub(crate) fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Replaces the process with a fresh run of its own executable, same arguments, with `name`
+/// set to `value` in the environment. Returns only if that failed (no `/proc`, say).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub(crate) fn exec_self_with_env(name: &str, value: &str) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let to_c = |bytes: &[u8]| CString::new(bytes).ok();
+    let Some(args) = std::env::args_os()
+        .map(|a| to_c(a.as_bytes()))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return;
+    };
+    let mut env: Vec<CString> = std::env::vars_os()
+        .filter(|(key, _)| key.as_bytes() != name.as_bytes())
+        .filter_map(|(key, val)| to_c(&[key.as_bytes(), b"=", val.as_bytes()].concat()))
+        .collect();
+    let Some(ours) = to_c(format!("{name}={value}").as_bytes()) else {
+        return;
+    };
+    env.push(ours);
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: argv and envp are null-terminated arrays of pointers to NUL-terminated strings
+    // that outlive the call; execv only returns on failure, leaving the process as it was.
+    unsafe {
+        libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+}
