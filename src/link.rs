@@ -382,13 +382,18 @@ mod tests {
         frame
     }
 
-    #[test]
-    fn split_input_yields_a_message_only_when_complete() {
-        let link = Link::new(
+    /// A server-side link that writes into a Vec.
+    fn server_link() -> Link<Vec<u8>> {
+        Link::new(
             WebSocketContext::new(Role::Server, None),
             Role::Server,
             Vec::new(),
-        );
+        )
+    }
+
+    #[test]
+    fn split_input_yields_a_message_only_when_complete() {
+        let link = server_link();
         let frame = client_frame(0x1, b"hello");
         let (head, tail) = frame.split_at(4);
         link.with(head, |s| assert_eq!(s.next_message().unwrap(), None));
@@ -400,11 +405,7 @@ mod tests {
 
     #[test]
     fn ping_in_input_is_answered_with_a_pong_on_the_writer() {
-        let link = Link::new(
-            WebSocketContext::new(Role::Server, None),
-            Role::Server,
-            Vec::new(),
-        );
+        let link = server_link();
         link.with(&client_frame(0x9, b"p"), |s| {
             assert!(matches!(s.next_message(), Ok(Some(Message::Ping(_)))));
             assert_eq!(s.next_message().unwrap(), None);
@@ -416,11 +417,7 @@ mod tests {
 
     #[test]
     fn renews_only_between_messages() {
-        let link = Link::new(
-            WebSocketContext::new(Role::Server, None),
-            Role::Server,
-            Vec::new(),
-        );
+        let link = server_link();
         let text = client_frame(0x1, b"whole");
         let (head, tail) = text.split_at(3);
         link.with(head, |s| {
@@ -447,11 +444,7 @@ mod tests {
 
     #[test]
     fn big_messages_go_out_as_fragments_of_one_message() {
-        let link = Link::new(
-            WebSocketContext::new(Role::Server, None),
-            Role::Server,
-            Vec::new(),
-        );
+        let link = server_link();
         let big = vec![5u8; FRAGMENT * 2 + 1];
         link.with(&[], |s| {
             s.send(Message::binary(big.clone())).unwrap();

@@ -103,24 +103,13 @@ impl Log {
     /// `recv: N bytes binary`, likewise; put together on the stack, copied in one go.
     pub fn recv_binary(&self, len: usize) {
         const PREFIX: &[u8; 6] = b"recv: ";
-        const SUFFIX: &[u8; 14] = b" bytes binary\n";
+        const SUFFIX: &[u8; 13] = b" bytes binary";
         let mut line = [0u8; PREFIX.len() + 20 + SUFFIX.len()];
         line[..PREFIX.len()].copy_from_slice(PREFIX);
         let mut at = PREFIX.len() + push_decimal(&mut line[PREFIX.len()..PREFIX.len() + 20], len);
         line[at..at + SUFFIX.len()].copy_from_slice(SUFFIX);
         at += SUFFIX.len();
-        self.append_line(&line[..at]);
-    }
-
-    /// Appends a complete line (with its newline).
-    fn append_line(&self, line: &[u8]) {
-        let mut state = self.shared.lock();
-        if state.buf.len() >= MAX_BUFFERED && self.shared.drop_line(&mut state) {
-            return;
-        }
-        let was_empty = state.buf.is_empty();
-        state.buf.extend_from_slice(line);
-        self.after_append(state, was_empty);
+        self.append(|buf| buf.extend_from_slice(&line[..at]));
     }
 
     /// Appends one line written by `write` (a newline is added), under the one lock.
