@@ -292,8 +292,20 @@ impl Read for Tcp {
 }
 
 impl Write for Tcp {
+    /// A blocking send with a send timeout comes back short only when that timeout ran out
+    /// part-way through (signals go to the main thread, not to connection threads): the peer
+    /// did not take this write in the whole write timeout. That is an error here, so the
+    /// write timeout bounds each whole write; counting from the last progress instead would
+    /// let a peer that reads a trickle hold its thread and write buffer for as long as it likes.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        let n = (&*self.0).write(buf)?;
+        if n < buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write timed out: the peer is not reading fast enough",
+            ));
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -458,6 +470,20 @@ mod tests {
         };
         assert_eq!(reader.read(&mut io).unwrap(), Message::binary(big));
         assert_eq!(wire[0], 0x02, "first frame: binary, not final");
+    }
+
+    #[test]
+    fn a_write_the_peer_does_not_take_in_time_is_an_error_not_a_short_count() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _peer_that_never_reads = listener.accept().unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        // More than the kernel's buffers on both sides hold: part goes out, then it waits.
+        let big = vec![0u8; 64 << 20];
+        let err = Tcp(Arc::new(stream)).write(&big).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[test]

@@ -709,6 +709,65 @@ fn peer_that_never_reads_is_dropped_after_write_timeout_with_bounded_memory() {
     assert_eq!(status_of(&get_page(server.port)), 200);
 }
 
+/// A peer that reads, but only a trickle, is as good as stalled: the write timeout bounds each
+/// whole write, not the gap between bits of progress, so it cannot hold a thread and a full
+/// write buffer for as long as it cares to trickle.
+#[test]
+fn trickling_reader_is_dropped_when_a_write_outlasts_the_write_timeout() {
+    let mut server = serve(
+        "trickle",
+        &[
+            "--write-timeout",
+            "0.5",
+            "--max-message",
+            "32M",
+            "--ping-interval",
+            "5",
+            "--idle-timeout",
+            "10",
+        ],
+    );
+    let mut raw = Raw::upgrade(server.port);
+    // 16 MiB back is more than the kernel's buffers on both sides hold (4 MiB of send buffer
+    // at most here), so the server's writes must wait for us.
+    raw.s
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    raw.send(&client(2, &vec![0x5a; 16 << 20]));
+    // 1 KiB every 20 ms, about 50 KB/s: a 64 KiB write takes over a second to drain. What the
+    // kernel already buffered for us takes minutes to read at this pace, so the server's log,
+    // not our EOF, says when it let go.
+    let start = Instant::now();
+    let mut got = 0usize;
+    let mut chunk = [0u8; 1024];
+    let why = loop {
+        if let Some(line) = server.log_text().lines().find(|l| l.starts_with("close ")) {
+            break line.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "still connected after 15 s of trickling ({got} bytes read): a trickle holds the connection"
+        );
+        for _ in 0..5 {
+            match raw.s.read(&mut chunk) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading the echo: {e}"),
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    eprintln!(
+        "trickle: dropped after {:?} and {got} bytes read; server: {why}",
+        start.elapsed()
+    );
+    assert!(
+        why.contains("timed out"),
+        "dropped for another reason: {why}"
+    );
+    assert!(server.exited().is_none(), "server died:\n{}", server.log());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4. Keepalive
 

@@ -60,7 +60,8 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// Heard nothing this long (not even a pong), the server closes with 1001.
     pub idle_timeout: Duration,
-    /// A write that makes no progress for this long drops the connection.
+    /// A write (at most 64 KiB plus one fragment) the peer has not taken whole in this long
+    /// drops the connection, however much of it went out.
     pub write_timeout: Duration,
     /// Largest message, in bytes; larger ones get Close 1009.
     pub max_message: usize,
