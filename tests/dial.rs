@@ -271,10 +271,10 @@ fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
     }
 }
 
-/// A peer that answers the upgrade with its 101 response and `frames` (unmasked server
-/// frames) in one write, so they reach the client in the same read as the response head;
-/// then reads until the connection ends.
-fn peer_101_with(frames: Vec<u8>) -> u16 {
+/// A peer that answers the upgrade with its 101 response, its lines ending in `eol`, and
+/// `frames` (unmasked server frames) in one write, so they reach the client in the same read
+/// as the response head; then reads until the connection ends.
+fn peer_101_with(eol: &'static str, frames: Vec<u8>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let port = listener.local_addr().expect("local_addr").port();
     thread::spawn(move || {
@@ -300,7 +300,7 @@ fn peer_101_with(frames: Vec<u8>) -> u16 {
             })
             .expect("request without Sec-WebSocket-Key");
         let mut reply = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols{eol}Upgrade: websocket{eol}Connection: Upgrade{eol}Sec-WebSocket-Accept: {}{eol}{eol}",
             derive_accept_key(key.as_bytes())
         )
         .into_bytes();
@@ -661,7 +661,19 @@ fn server_closing_with_4000_ends_dial_with_1() {
 #[test]
 fn message_arriving_with_the_101_response_is_printed_at_once() {
     // Text frame "early", right behind the response head, then nothing.
-    let port = peer_101_with(b"\x81\x05early".to_vec());
+    let port = peer_101_with("\r\n", b"\x81\x05early".to_vec());
+    let mut client = Running::start(
+        "wsecho dial",
+        dial(&[&url(port, "/echo"), "--interval", "100"]),
+    );
+    assert_eq!(client.next_line(Duration::from_secs(3)), "recv: early\n");
+}
+
+#[test]
+fn message_behind_a_101_whose_lines_end_in_bare_newlines_is_printed_too() {
+    // httparse (and so tungstenite) accepts "\n" line endings; the head still ends at its
+    // blank line, and the frame behind it belongs to the connection.
+    let port = peer_101_with("\n", b"\x81\x05early".to_vec());
     let mut client = Running::start(
         "wsecho dial",
         dial(&[&url(port, "/echo"), "--interval", "100"]),
@@ -672,7 +684,7 @@ fn message_arriving_with_the_101_response_is_printed_at_once() {
 #[test]
 fn close_arriving_with_the_101_response_ends_dial_at_once() {
     // Close 1001 "bye", right behind the response head.
-    let port = peer_101_with(b"\x88\x05\x03\xe9bye".to_vec());
+    let port = peer_101_with("\r\n", b"\x88\x05\x03\xe9bye".to_vec());
     let client = Running::start(
         "wsecho dial",
         dial(&[&url(port, "/echo"), "--interval", "100"]),

@@ -226,14 +226,22 @@ impl Read for HeadOnly<'_> {
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            let from = self.buf.len().saturating_sub(3);
+            let from = self.buf.len().saturating_sub(2);
             self.buf.extend_from_slice(&chunk[..n]);
-            self.end = self.buf[from..]
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|i| from + i + 4);
+            self.end = head_end(&self.buf, from);
         }
     }
+}
+
+/// Where the response head in `buf` ends (just past its blank line), looking from `from` on.
+/// Lines may end in `\r\n` or a bare `\n`, as httparse (and so tungstenite) accepts both:
+/// the first `\n` followed by `\n` or `\r\n` is the blank line.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len()).find_map(|i| match &buf[i..] {
+        [b'\n', b'\n', ..] => Some(i + 2),
+        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
 }
 
 impl Write for HeadOnly<'_> {
@@ -483,5 +491,28 @@ impl Writer {
                 })
             })
             .map_err(lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end;
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line_whatever_the_line_endings() {
+        assert_eq!(
+            head_end(b"HTTP/1.1 101 OK\r\nA: b\r\n\r\n\x81\x00", 0),
+            Some(25)
+        );
+        assert_eq!(head_end(b"HTTP/1.1 101 OK\nA: b\n\n\x81\x00", 0), Some(22));
+        assert_eq!(
+            head_end(b"HTTP/1.1 101 OK\r\nA: b\n\r\n\x81\x00", 0),
+            Some(24)
+        );
+        assert_eq!(head_end(b"HTTP/1.1 101 OK\r\nA: b\r\n\r", 0), None);
+        assert_eq!(head_end(b"HTTP/1.1 101 OK\r\nA: b\r\n", 0), None);
+        // A blank line that straddles two reads is found from two bytes before the new ones.
+        let buf = b"HTTP/1.1 101 OK\r\nA: b\r\n\r\n";
+        assert_eq!(head_end(buf, buf.len() - 3), Some(buf.len()));
     }
 }
