@@ -7,6 +7,7 @@
 //! $L handshakes --concurrency 16 [--secs 3 | --count N] [--pid P] ws://127.0.0.1:8080/echo
 //! $L idle --conns 2000 [--big 4] [--settle 1] --pid P ws://127.0.0.1:8080/echo
 //! $L compare [--rounds 5] [--secs 3] [--idle-conns 2000] [--big 4] [--wsecho PATH] [--go PATH]
+//!            [--only small,large,handshake,idle]
 //! $L wait PORT                            # until something listens on PORT (no connection made)
 //! ```
 //! A `tcp://HOST:PORT` URL speaks raw TCP (no framing) to a byte-echo server.
@@ -817,6 +818,10 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
     let idle_conns: usize = args.opt_value_from_str("--idle-conns")?.unwrap_or(2000);
     let big: usize = args.opt_value_from_str("--big")?.unwrap_or(4);
     let settle: f64 = args.opt_value_from_str("--settle")?.unwrap_or(1.0);
+    let only: String = args
+        .opt_value_from_str("--only")?
+        .unwrap_or_else(|| "small,large,handshake,idle".into());
+    let want = |scenario: &str| only.split(',').any(|s| s == scenario);
     let here = std::env::current_exe()?
         .parent()
         .ok_or("no exe dir")?
@@ -897,7 +902,7 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
         let say = |what: &str, s: &Server, v: String| {
             eprintln!("round {}/{rounds} {what:<10} {:<11} {v}", round + 1, s.name)
         };
-        for &i in &order {
+        for &i in order.iter().filter(|_| want("small")) {
             let s = &servers[i];
             let l = pingpong(&s.ws, 64, 32, false, Stop::Secs(secs), Some(s.pid()))
                 .map_err(|e| format!("{}: {e}", s.name))?;
@@ -906,7 +911,7 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
             values[1][i].push(l.cpu_per_op().unwrap_or(f64::NAN));
             s.settle();
         }
-        for &i in &order {
+        for &i in order.iter().filter(|_| want("large")) {
             let s = &servers[i];
             let l = pingpong(&s.ws, 16, size_l, true, Stop::Secs(secs), Some(s.pid()))
                 .map_err(|e| format!("{}: {e}", s.name))?;
@@ -916,7 +921,10 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
             values[3][i].push(l.cpu_per_op().unwrap_or(f64::NAN));
             s.settle();
         }
-        for &i in order.iter().filter(|&&i| !servers[i].raw) {
+        for &i in order
+            .iter()
+            .filter(|&&i| !servers[i].raw && want("handshake"))
+        {
             let s = &servers[i];
             let l = handshakes(&s.ws, 16, Stop::Secs(secs), Some(s.pid()))
                 .map_err(|e| format!("{}: {e}", s.name))?;
@@ -926,7 +934,7 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
             s.settle();
         }
         // A fresh process each time: memory freed by earlier scenarios would hide the cost.
-        for &i in &order {
+        for &i in order.iter().filter(|_| want("idle")) {
             let s = Server::spawn(&specs[i])?;
             values[10][i].push(s.start.rss_kib as f64);
             let r = idle(
