@@ -293,8 +293,9 @@ impl Read for Tcp {
 
 impl Write for Tcp {
     /// A blocking send with a send timeout comes back short only when that timeout ran out
-    /// part-way through (signals go to the main thread, not to connection threads): the peer
-    /// did not take this write in the whole write timeout. That is an error here, so the
+    /// part-way through, or a signal interrupted it (Linux hands process signals to the main
+    /// thread, which never writes here, whenever it can take them): the peer did not take
+    /// this write in the whole write timeout. That is an error here, so the
     /// write timeout bounds each whole write; counting from the last progress instead would
     /// let a peer that reads a trickle hold its thread and write buffer for as long as it likes.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
