@@ -293,9 +293,10 @@ impl Read for Tcp {
 
 impl Write for Tcp {
     /// A blocking send with a send timeout comes back short only when that timeout ran out
-    /// part-way through, or a signal interrupted it (Linux hands process signals to the main
-    /// thread, which never writes here, whenever it can take them): the peer did not take
-    /// this write in the whole write timeout. That is an error here, so the
+    /// part-way through: the peer did not take this write in the whole write timeout. (Or
+    /// when a signal cut it short; Linux hands process signals to the main thread whenever it
+    /// can take them, and the only main thread that writes here is dial's, which a Ctrl-C in
+    /// the middle of a write it could not finish ends anyway.) That is an error here, so the
     /// write timeout bounds each whole write; counting from the last progress instead would
     /// let a peer that reads a trickle hold its thread and write buffer for as long as it likes.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -1,6 +1,7 @@
-//! The few facts about the host that std does not expose: the open-files limit and memory size.
+//! What std does not expose about the host and the process: the open-files limit, memory
+//! size, malloc tuning, signal masks.
 //!
-//! This is the only module allowed `unsafe`, for one `getrlimit`/`setrlimit` pair.
+//! This is the only module allowed `unsafe`; each block is a few libc calls with a SAFETY note.
 
 use std::io;
 
@@ -70,40 +71,52 @@ pub(crate) fn trim_heap() {
 }
 
 /// Replaces the process with a fresh run of its own executable, same arguments, with `name`
-/// set to `value` in the environment. Returns only if that failed (no `/proc`, say).
+/// set to `value` in the environment. Call it before any other thread exists. Returns only
+/// if that failed (no `/proc`, say), with the environment as it was.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub(crate) fn exec_self_with_env(name: &str, value: &str) {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let to_c = |bytes: &[u8]| CString::new(bytes).ok();
     let Some(args) = std::env::args_os()
-        .map(|a| to_c(a.as_bytes()))
+        .map(|a| CString::new(a.as_bytes()).ok())
         .collect::<Option<Vec<_>>>()
     else {
         return;
     };
-    let mut env: Vec<CString> = std::env::vars_os()
-        .filter(|(key, _)| key.as_bytes() != name.as_bytes())
-        .filter_map(|(key, val)| to_c(&[key.as_bytes(), b"=", val.as_bytes()].concat()))
-        .collect();
-    let Some(ours) = to_c(format!("{name}={value}").as_bytes()) else {
-        return;
-    };
-    env.push(ours);
     let argv: Vec<*const libc::c_char> = args
         .iter()
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    let envp: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|e| e.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: argv and envp are null-terminated arrays of pointers to NUL-terminated strings
-    // that outlive the call; execv only returns on failure, leaving the process as it was.
+    let before = std::env::var_os(name);
+    // SAFETY: no other thread exists yet, so none reads the environment while it changes;
+    // argv is a null-terminated array of pointers to NUL-terminated strings that outlive the
+    // call; execv only returns on failure, leaving the process as it was.
     unsafe {
-        libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr());
+        std::env::set_var(name, value);
+        libc::execv(c"/proc/self/exe".as_ptr(), argv.as_ptr());
+        match before {
+            Some(v) => std::env::set_var(name, v),
+            None => std::env::remove_var(name),
+        }
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and in every thread it spawns
+/// from then on, so that the Ctrl-C handler's own thread (spawned before) takes them. A
+/// signal that lands in a thread blocked in `send` cuts the write short, and a short write
+/// means the write timeout ran out (`link::Tcp`): dial's writing threads must not get one.
+#[allow(unsafe_code)]
+pub(crate) fn leave_stop_signals_to_the_handler_thread() {
+    // SAFETY: `set` is a valid sigset_t, initialized by sigemptyset before use; blocking
+    // signals in the calling thread has no other effect.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
