@@ -104,9 +104,9 @@ pub(crate) fn exec_self_with_env(name: &str, value: &str) {
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and in every thread it spawns
-/// from then on, so that the Ctrl-C handler's own thread (spawned before) takes them. A
+/// from then on, so that threads spawned before (the Ctrl-C handler's own) take them. A
 /// signal that lands in a thread blocked in `send` cuts the write short, and a short write
-/// means the write timeout ran out (`link::Tcp`): dial's writing threads must not get one.
+/// means the write timeout ran out (`link::Tcp`): connection threads must not get one.
 #[allow(unsafe_code)]
 pub(crate) fn leave_stop_signals_to_the_handler_thread() {
     // SAFETY: `set` is a valid sigset_t, initialized by sigemptyset before use; blocking

@@ -238,8 +238,10 @@ impl Server {
 
     /// Accepts connections until stopped, then closes the open ones with 1001 (going away)
     /// and waits up to the grace period for them to finish. Returns how many were still open
-    /// when the grace period ran out.
+    /// when the grace period ran out. Call it after installing the Ctrl-C handler: from here
+    /// on the stop signals go to threads that never write to a peer, so none cuts a write short.
     pub fn run(self) -> usize {
+        crate::sys::leave_stop_signals_to_the_handler_thread();
         let shared = &self.shared;
         shared.log.line(format_args!(
             "listening on http://{} (max {} connections)",
