@@ -280,34 +280,63 @@ impl Boundary {
     }
 }
 
-/// A TCP connection shared by its reading thread and its [`Link`]: one descriptor, read
-/// outside the lock and written under it (`&TcpStream` reads and writes without `&mut`).
-#[derive(Clone)]
-pub(crate) struct Tcp(pub(crate) Arc<TcpStream>);
+/// The writing half of a TCP connection, for a [`Link`]: the reading thread reads the same
+/// descriptor outside the lock (`&TcpStream` reads and writes without `&mut`).
+///
+/// The socket's send timeout (`SO_SNDTIMEO`, set by the caller to `timeout`) bounds each
+/// `send` call, and tungstenite calls again with what is left after a partial write: on its
+/// own that would let a peer that reads a trickle hold its thread and write buffer forever.
+/// So once a write has come back short (its timeout ran out part-way, or a stop and continue
+/// cut it short), the rest must go out within one more `timeout`: a whole write (at most
+/// 64 KiB plus one 64 KiB fragment) gets between one and two write timeouts. No clock is read
+/// and no syscall added while writes go out whole.
+pub(crate) struct Tcp {
+    stream: Arc<TcpStream>,
+    timeout: Duration,
+}
 
-impl Read for Tcp {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+impl Tcp {
+    /// `stream` must already have `timeout` as its write timeout.
+    pub(crate) fn new(stream: Arc<TcpStream>, timeout: Duration) -> Self {
+        Tcp { stream, timeout }
+    }
+
+    /// Sends the rest of `buf` after a short write, by the deadline; the send timeout is set
+    /// back to `timeout` afterwards.
+    fn finish(&self, buf: &[u8], mut done: usize) -> io::Result<usize> {
+        let deadline = Instant::now() + self.timeout;
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "write timed out: the peer is not reading fast enough",
+                ));
+            }
+            if let Err(e) = self.stream.set_write_timeout(Some(left)) {
+                break Err(e);
+            }
+            match (&*self.stream).write(&buf[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if done + n == buf.len() => break Ok(buf.len()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The timeout ran out with nothing more sent: the deadline has passed.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = self.stream.set_write_timeout(Some(self.timeout));
+        result
     }
 }
 
 impl Write for Tcp {
-    /// A blocking send with a send timeout comes back short only when that timeout ran out
-    /// part-way through: the peer did not take this write in the whole write timeout. (Or
-    /// when a signal cut it short; Linux hands process signals to the main thread whenever it
-    /// can take them, and the only main thread that writes here is dial's, which a Ctrl-C in
-    /// the middle of a write it could not finish ends anyway.) That is an error here, so the
-    /// write timeout bounds each whole write; counting from the last progress instead would
-    /// let a peer that reads a trickle hold its thread and write buffer for as long as it likes.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = (&*self.0).write(buf)?;
-        if n < buf.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "write timed out: the peer is not reading fast enough",
-            ));
+        match (&*self.stream).write(buf)? {
+            n if n == buf.len() || n == 0 => Ok(n),
+            n => self.finish(buf, n),
         }
-        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -474,18 +503,99 @@ mod tests {
         assert_eq!(wire[0], 0x02, "first frame: binary, not final");
     }
 
-    #[test]
-    fn a_write_the_peer_does_not_take_in_time_is_an_error_not_a_short_count() {
+    /// A connected pair on loopback whose writer has a small send buffer, so that a write of
+    /// 1 MiB has to wait for the peer and each read of it frees room at once. (A small receive
+    /// buffer on the peer would stall loopback TCP itself: the sender waits for a window as
+    /// large as one it saw before.) Returns the writer (with a `timeout` write timeout) and
+    /// the peer.
+    fn small_buffered_pair(timeout: Duration) -> (Tcp, TcpStream) {
+        #[allow(unsafe_code)]
+        fn small(s: &TcpStream, option: libc::c_int) {
+            use std::os::fd::AsRawFd;
+            let size: libc::c_int = 4096;
+            // SAFETY: a valid socket and a c_int option value of the right size.
+            let r = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "setsockopt: {}", io::Error::last_os_error());
+        }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let _peer_that_never_reads = listener.accept().unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        // More than the kernel's buffers on both sides hold: part goes out, then it waits.
-        let big = vec![0u8; 64 << 20];
-        let err = Tcp(Arc::new(stream)).write(&big).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let (peer, _) = listener.accept().unwrap();
+        small(&stream, libc::SO_SNDBUF);
+        stream.set_write_timeout(Some(timeout)).unwrap();
+        (Tcp::new(Arc::new(stream), timeout), peer)
+    }
+
+    /// Reads `peer` in `chunk`-byte bites with `pause` between them, until EOF or an error;
+    /// returns how much it read.
+    fn read_slowly(
+        mut peer: TcpStream,
+        pause: Duration,
+        chunk: usize,
+    ) -> std::thread::JoinHandle<usize> {
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; chunk];
+            let mut got = 0;
+            while let Ok(n @ 1..) = peer.read(&mut buf) {
+                got += n;
+                std::thread::sleep(pause);
+            }
+            got
+        })
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_fails_the_write_within_two_timeouts() {
+        let (mut tcp, _peer) = small_buffered_pair(Duration::from_millis(200));
+        let start = Instant::now();
+        let err = tcp.write(&vec![0u8; 1 << 20]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_peer_that_reads_a_trickle_fails_the_write_although_every_send_made_progress() {
+        // 1 KiB every 10 ms (100 KB/s): 1 MiB would take ten seconds.
+        let (mut tcp, peer) = small_buffered_pair(Duration::from_millis(200));
+        let reader = read_slowly(peer, Duration::from_millis(10), 1024);
+        let start = Instant::now();
+        let err = tcp.write(&vec![0u8; 1 << 20]).unwrap_err();
+        let took = start.elapsed();
+        drop(tcp);
+        let got = reader.join().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(took < Duration::from_secs(2), "failed only after {took:?}");
+        assert!(
+            got > 8 * 1024,
+            "the peer read only {got} bytes: it was not trickling"
+        );
+    }
+
+    #[test]
+    fn a_write_that_stalls_once_and_then_goes_out_succeeds_whole() {
+        // The peer reads nothing for longer than the timeout (as if we had been stopped and
+        // continued), then everything at once: the first send comes back short, the rest
+        // goes out within the second timeout.
+        let (mut tcp, peer) = small_buffered_pair(Duration::from_millis(300));
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(450));
+            read_slowly(peer, Duration::ZERO, 64 * 1024).join().unwrap()
+        });
+        let big = vec![7u8; 1 << 20];
+        assert_eq!(tcp.write(&big).unwrap(), big.len());
+        drop(tcp);
+        assert_eq!(reader.join().unwrap(), big.len());
     }
 
     #[test]

@@ -39,8 +39,8 @@ Options:
                             open-files limit and memory]
   --ping-interval SECS      ping a connection quiet this long [default: 30]
   --idle-timeout SECS       close (1001) one silent this long, pongs included [default: 60]
-  --write-timeout SECS      drop a peer that takes longer than this to accept one write
-                            (at most 128 KiB) [default: 10]
+  --write-timeout SECS      drop a peer that takes none of a write (at most 128 KiB) for
+                            this long, or not all of it by this long later [default: 10]
   --max-message BYTES       larger messages get Close 1009 [default: 16M]
   --max-frame BYTES         larger frames get Close 1009 [default: 16M]
   --thread-linger SECS      a finished connection's thread waits this long to serve

@@ -1,5 +1,5 @@
 //! What std does not expose about the host and the process: the open-files limit, memory
-//! size, malloc tuning, signal masks.
+//! size, malloc tuning, restarting itself.
 //!
 //! This is the only module allowed `unsafe`; each block is a few libc calls with a SAFETY note.
 
@@ -100,23 +100,5 @@ pub(crate) fn exec_self_with_env(name: &str, value: &str) {
             Some(v) => std::env::set_var(name, v),
             None => std::env::remove_var(name),
         }
-    }
-}
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and in every thread it spawns
-/// from then on, so that threads spawned before (the Ctrl-C handler's own) take them. A
-/// signal that lands in a thread blocked in `send` cuts the write short, and a short write
-/// means the write timeout ran out (`link::Tcp`): connection threads must not get one.
-#[allow(unsafe_code)]
-pub(crate) fn leave_stop_signals_to_the_handler_thread() {
-    // SAFETY: `set` is a valid sigset_t, initialized by sigemptyset before use; blocking
-    // signals in the calling thread has no other effect.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }

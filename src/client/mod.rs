@@ -158,11 +158,8 @@ enum Done {
 }
 
 /// Dials, runs the select loop until the connection ends or `interrupt` fires, and returns
-/// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout. Call it
-/// after installing the Ctrl-C handler: from here on only the handler's thread takes the
-/// stop signals, so none of ours is interrupted in the middle of a write.
+/// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout.
 pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
-    crate::sys::leave_stop_signals_to_the_handler_thread();
     eprintln!("connecting to {}", config.target.url);
     let (mut reader, writer) = connect(&config.target, &config.options)?;
 

@@ -60,8 +60,8 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// Heard nothing this long (not even a pong), the server closes with 1001.
     pub idle_timeout: Duration,
-    /// A write (at most 64 KiB plus one fragment) the peer has not taken whole in this long
-    /// drops the connection, however much of it went out.
+    /// A write (at most 64 KiB plus one fragment) the peer takes none of for this long, or
+    /// has not taken whole this long after it stalled, drops the connection (`link::Tcp`).
     pub write_timeout: Duration,
     /// Largest message, in bytes; larger ones get Close 1009.
     pub max_message: usize,
@@ -238,10 +238,8 @@ impl Server {
 
     /// Accepts connections until stopped, then closes the open ones with 1001 (going away)
     /// and waits up to the grace period for them to finish. Returns how many were still open
-    /// when the grace period ran out. Call it after installing the Ctrl-C handler: from here
-    /// on the stop signals go to threads that never write to a peer, so none cuts a write short.
+    /// when the grace period ran out.
     pub fn run(self) -> usize {
-        crate::sys::leave_stop_signals_to_the_handler_thread();
         let shared = &self.shared;
         shared.log.line(format_args!(
             "listening on http://{} (max {} connections)",
