@@ -70,6 +70,15 @@ pub(crate) fn trim_heap() {
     }
 }
 
+/// Whether the kernel started this process as privileged (setuid, setgid or file
+/// capabilities): glibc then runs in secure mode and ignores most of the environment.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub(crate) fn runs_privileged() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector the kernel passed at exec.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
 /// Replaces the process with a fresh run of its own executable, same arguments, with `name`
 /// set to `value` in the environment. Call it before any other thread exists. Returns only
 /// if that failed (no `/proc`, say), with the environment as it was.

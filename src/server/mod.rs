@@ -387,7 +387,9 @@ pub fn restart_without_glibc_thread_cache() {
     {
         const TCACHE_OFF: &str = "glibc.malloc.tcache_count=0";
         let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        if tunables.contains("glibc.malloc.tcache_count") {
+        // A setuid or file-capability binary runs in glibc's secure mode, which drops this
+        // tunable: the restarted process would never see it and restart again, forever.
+        if tunables.contains("glibc.malloc.tcache_count") || crate::sys::runs_privileged() {
             return;
         }
         let tunables = if tunables.is_empty() {
