@@ -658,27 +658,33 @@ fn server_closing_with_4000_ends_dial_with_1() {
     assert_fails_with(&done, &["4000"]);
 }
 
-#[test]
-fn message_arriving_with_the_101_response_is_printed_at_once() {
-    // Text frame "early", right behind the response head, then nothing.
-    let port = peer_101_with("\r\n", b"\x81\x05early".to_vec());
+/// dial's first output line when the peer's 101 head (lines ending in `eol`) comes with the
+/// text frame "early" right behind it, then nothing.
+fn first_line_with_early_frame_behind_101(eol: &'static str) -> String {
+    let port = peer_101_with(eol, b"\x81\x05early".to_vec());
     let mut client = Running::start(
         "wsecho dial",
         dial(&[&url(port, "/echo"), "--interval", "100"]),
     );
-    assert_eq!(client.next_line(Duration::from_secs(3)), "recv: early\n");
+    client.next_line(Duration::from_secs(3))
+}
+
+#[test]
+fn message_arriving_with_the_101_response_is_printed_at_once() {
+    assert_eq!(
+        first_line_with_early_frame_behind_101("\r\n"),
+        "recv: early\n"
+    );
 }
 
 #[test]
 fn message_behind_a_101_whose_lines_end_in_bare_newlines_is_printed_too() {
     // httparse (and so tungstenite) accepts "\n" line endings; the head still ends at its
     // blank line, and the frame behind it belongs to the connection.
-    let port = peer_101_with("\n", b"\x81\x05early".to_vec());
-    let mut client = Running::start(
-        "wsecho dial",
-        dial(&[&url(port, "/echo"), "--interval", "100"]),
+    assert_eq!(
+        first_line_with_early_frame_behind_101("\n"),
+        "recv: early\n"
     );
-    assert_eq!(client.next_line(Duration::from_secs(3)), "recv: early\n");
 }
 
 #[test]
