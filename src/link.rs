@@ -283,28 +283,26 @@ impl Boundary {
 /// The writing half of a TCP connection, for a [`Link`]: the reading thread reads the same
 /// descriptor outside the lock (`&TcpStream` reads and writes without `&mut`).
 ///
-/// The socket's send timeout (`SO_SNDTIMEO`, set by the caller to `timeout`) bounds each
-/// `send` call, and tungstenite calls again with what is left after a partial write: on its
-/// own that would let a peer that reads a trickle hold its thread and write buffer forever.
-/// So once a write has come back short (its timeout ran out part-way, or a stop and continue
-/// cut it short), the rest must go out within one more `timeout`: a whole write (at most
-/// 64 KiB plus one 64 KiB fragment) gets between one and two write timeouts. No clock is read
-/// and no syscall added while writes go out whole.
-pub(crate) struct Tcp {
-    stream: Arc<TcpStream>,
-    timeout: Duration,
-}
+/// The socket's send timeout (`SO_SNDTIMEO`, the write timeout) bounds each `send` call, and
+/// tungstenite calls again with what is left after a partial write: on its own that would let
+/// a peer that reads a trickle hold its thread and write buffer forever. So once a write has
+/// come back short (its timeout ran out part-way, or a stop and continue cut it short), the
+/// rest must go out within one more write timeout: a whole write (at most 64 KiB plus one
+/// 64 KiB fragment) gets between one and two. No clock is read and no syscall added while
+/// writes go out whole.
+pub(crate) struct Tcp(pub(crate) Arc<TcpStream>);
 
 impl Tcp {
-    /// `stream` must already have `timeout` as its write timeout.
-    pub(crate) fn new(stream: Arc<TcpStream>, timeout: Duration) -> Self {
-        Tcp { stream, timeout }
-    }
-
-    /// Sends the rest of `buf` after a short write, by the deadline; the send timeout is set
-    /// back to `timeout` afterwards.
+    /// Sends the rest of `buf` after a short write, within one more write timeout (read back
+    /// from the socket, then set back on it).
     fn finish(&self, buf: &[u8], mut done: usize) -> io::Result<usize> {
-        let deadline = Instant::now() + self.timeout;
+        let mut stream = &*self.0;
+        let Some(timeout) = stream.write_timeout()? else {
+            // No timeout: only a stop and continue cuts a send short; send the rest.
+            stream.write_all(&buf[done..])?;
+            return Ok(buf.len());
+        };
+        let deadline = Instant::now() + timeout;
         let result = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -313,10 +311,10 @@ impl Tcp {
                     "write timed out: the peer is not reading fast enough",
                 ));
             }
-            if let Err(e) = self.stream.set_write_timeout(Some(left)) {
+            if let Err(e) = stream.set_write_timeout(Some(left)) {
                 break Err(e);
             }
-            match (&*self.stream).write(&buf[done..]) {
+            match stream.write(&buf[done..]) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) if done + n == buf.len() => break Ok(buf.len()),
                 Ok(n) => done += n,
@@ -326,14 +324,14 @@ impl Tcp {
                 Err(e) => break Err(e),
             }
         };
-        let _ = self.stream.set_write_timeout(Some(self.timeout));
+        let _ = stream.set_write_timeout(Some(timeout));
         result
     }
 }
 
 impl Write for Tcp {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match (&*self.stream).write(buf)? {
+        match (&*self.0).write(buf)? {
             n if n == buf.len() || n == 0 => Ok(n),
             n => self.finish(buf, n),
         }
@@ -510,7 +508,7 @@ mod tests {
     /// the peer.
     fn small_buffered_pair(timeout: Duration) -> (Tcp, TcpStream) {
         #[allow(unsafe_code)]
-        fn small(s: &TcpStream, option: libc::c_int) {
+        fn small_send_buffer(s: &TcpStream) {
             use std::os::fd::AsRawFd;
             let size: libc::c_int = 4096;
             // SAFETY: a valid socket and a c_int option value of the right size.
@@ -518,7 +516,7 @@ mod tests {
                 libc::setsockopt(
                     s.as_raw_fd(),
                     libc::SOL_SOCKET,
-                    option,
+                    libc::SO_SNDBUF,
                     (&size as *const libc::c_int).cast(),
                     std::mem::size_of::<libc::c_int>() as libc::socklen_t,
                 )
@@ -528,9 +526,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (peer, _) = listener.accept().unwrap();
-        small(&stream, libc::SO_SNDBUF);
+        small_send_buffer(&stream);
         stream.set_write_timeout(Some(timeout)).unwrap();
-        (Tcp::new(Arc::new(stream), timeout), peer)
+        (Tcp(Arc::new(stream)), peer)
     }
 
     /// Reads `peer` in `chunk`-byte bites with `pause` between them, until EOF or an error;

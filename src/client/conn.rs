@@ -61,11 +61,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
     // The bytes that came behind the 101 are the reader's first input, not the context's, so
     // they go through the same path as every later read.
     let ctx = WebSocketContext::new(Role::Client, Some(config));
-    let link = Arc::new(Link::new(
-        ctx,
-        Role::Client,
-        Tcp::new(stream.clone(), options.ping_interval),
-    ));
+    let link = Arc::new(Link::new(ctx, Role::Client, Tcp(stream.clone())));
     let reader_waiting = Arc::new(AtomicBool::new(false));
     let reader = Reader {
         stream,

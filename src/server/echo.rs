@@ -68,11 +68,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
         tracker,
         ticket,
     } = conn;
-    let link = Arc::new(Link::new(
-        ctx,
-        Role::Server,
-        Tcp::new(stream.clone(), limits.write_timeout),
-    ));
+    let link = Arc::new(Link::new(ctx, Role::Server, Tcp(stream.clone())));
     ticket.register(link.clone());
     log.line(format_args!("open {peer}"));
     let mut echo = Echo {
