@@ -7,6 +7,8 @@ Serves WebSocket at /echo (other paths get 404) and echoes every message back
 with the same type (text stays text, binary stays binary). Prints "listening"
 once ready, and "client close code N" (or "none") when a connection ends.
 /closeNNNN (e.g. /close4001) echoes one message, then closes with code NNNN.
+The echo and the Close go out under one hold of the connection's lock, so the
+client's own Close can only cross ours on the wire, never arrive first.
 """
 
 import http
@@ -24,12 +26,34 @@ def echo(ws):
     try:
         while True:
             msg = ws.recv()  # str for text, bytes for binary
-            ws.send(msg)
             if close:
-                ws.close(int(close.group(1)))
+                echo_then_close(ws, msg, int(close.group(1)))
+            else:
+                ws.send(msg)
     except ConnectionClosed as e:
         code = e.rcvd.code if e.rcvd else "none"
         print(f"client close code {code}", flush=True)
+
+
+def echo_then_close(ws, msg, code):
+    """Queues the echo and the Close together, then writes both.
+
+    With ws.send() then ws.close(), this thread can be descheduled between the
+    two; the client's Close then reaches the server first, the server answers
+    it with 1000 and never sends `code`, and a test of the client's exit code
+    for `code` fails by chance. send_context() (public in websockets' sync API)
+    holds the lock that the receiving thread needs to handle the client's
+    Close, from before the echo until the Close is written.
+    """
+    try:
+        with ws.send_context():
+            if isinstance(msg, str):
+                ws.protocol.send_text(msg.encode())
+            else:
+                ws.protocol.send_binary(msg)
+            ws.protocol.send_close(code)
+    except ConnectionClosed:
+        pass  # closed by now: the loop's next recv() reports how
 
 
 def only_echo_path(connection, request):
