@@ -95,13 +95,19 @@ mod tests {
             .run(Box::new(move || tx.send(thread::current().id()).unwrap()))
             .unwrap();
         let first = rx.recv().unwrap();
-        // Wait until the thread is back and waiting, then hand it a second job.
-        while workers.idle.load(Ordering::SeqCst) == 0 {
-            thread::yield_now();
+        // Offer the second job until a waiting thread takes it: the thread counts itself
+        // idle just before it blocks in `recv`, and an offer in between finds nobody (then
+        // `run` would rightly spawn a new thread, and this test would fail by chance).
+        let mut job: Job = Box::new(move || tx2.send(thread::current().id()).unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Err(TrySendError::Full(back)) = workers.handoff.try_send(job) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no thread came back for a second job"
+            );
+            job = back;
+            thread::sleep(Duration::from_millis(1));
         }
-        workers
-            .run(Box::new(move || tx2.send(thread::current().id()).unwrap()))
-            .unwrap();
         assert_eq!(rx.recv().unwrap(), first);
     }
 
