@@ -556,7 +556,7 @@ mod tests {
         let err = tcp.write(&vec![0u8; 1 << 20]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < Duration::from_secs(5),
             "{:?}",
             start.elapsed()
         );
@@ -564,7 +564,8 @@ mod tests {
 
     #[test]
     fn a_peer_that_reads_a_trickle_fails_the_write_although_every_send_made_progress() {
-        // 1 KiB every 10 ms (100 KB/s): 1 MiB would take ten seconds.
+        // 1 KiB every 10 ms (100 KB/s): 1 MiB would take ten seconds, or longer, while the
+        // write should fail after about two timeouts (0.4 s).
         let (mut tcp, peer) = small_buffered_pair(Duration::from_millis(200));
         let reader = read_slowly(peer, Duration::from_millis(10), 1024);
         let start = Instant::now();
@@ -573,7 +574,7 @@ mod tests {
         drop(tcp);
         let got = reader.join().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-        assert!(took < Duration::from_secs(2), "failed only after {took:?}");
+        assert!(took < Duration::from_secs(5), "failed only after {took:?}");
         assert!(
             got > 8 * 1024,
             "the peer read only {got} bytes: it was not trickling"
@@ -585,11 +586,17 @@ mod tests {
         // The peer reads nothing for longer than the timeout (as if we had been stopped and
         // continued), then everything at once: the first send comes back short, the rest
         // goes out within the second timeout.
-        let (mut tcp, peer) = small_buffered_pair(Duration::from_millis(300));
+        // The peer wakes 0.3 s after the first timeout and has 1.2 s to read the rest: room
+        // for a loaded machine to wake it late.
+        let timeout = Duration::from_millis(1500);
+        let (mut tcp, peer) = small_buffered_pair(timeout);
+        let (started, running) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(450));
+            started.send(()).unwrap();
+            std::thread::sleep(timeout + Duration::from_millis(300));
             read_slowly(peer, Duration::ZERO, 64 * 1024).join().unwrap()
         });
+        running.recv().unwrap();
         let big = vec![7u8; 1 << 20];
         assert_eq!(tcp.write(&big).unwrap(), big.len());
         drop(tcp);
