@@ -21,10 +21,38 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A loopback port that was free a moment ago: bind port 0, read it, let it go.
+/// A loopback port that is free now and stays free until the test's server binds it.
+///
+/// Port 0 would not do: the kernel hands out ports for bind(0) and for outgoing connections
+/// from the same ephemeral range, so between releasing such a port and the server binding it,
+/// one of the many connections the other tests open could take it. So the port comes from
+/// just below that range, which the kernel never hands out, counting up from a point set by
+/// the process id, so that two tests of one run never get the same port.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let ephemeral_low: u32 = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low < SPAN + 1024 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        return listener.local_addr().expect("local_addr").port();
+    }
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (ephemeral_low - SPAN + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in the {SPAN} below {ephemeral_low}");
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
