@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Finished, Server, free_port, port_accepts, run, wsecho};
+use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -20,6 +21,10 @@ use tungstenite::{Bytes, Message, WebSocket};
 const LIMIT: Duration = Duration::from_secs(10);
 /// How long an in-test peer waits for the dial to connect, or for a read.
 const PEER_LIMIT: Duration = Duration::from_secs(10);
+/// `--wait` for runs that expect every echo. dial exits as soon as the last echo comes, so
+/// this costs nothing; it only lets a stalled (loaded) server be seconds late, where dial's
+/// default 1 s would end the run with echoes missing.
+const WAIT: &str = "10";
 
 // ---- running wsecho ---------------------------------------------------------------------
 
@@ -31,9 +36,15 @@ fn dial(args: &[&str]) -> Command {
 
 /// `wsecho serve` on a fresh loopback port, killed on drop.
 fn serve() -> Server {
+    serve_with(&[])
+}
+
+/// `wsecho serve` with `extra` flags on a fresh loopback port, killed on drop.
+fn serve_with(extra: &[&str]) -> Server {
     let port = free_port();
     let mut cmd = Command::new(wsecho());
-    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")]);
+    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .args(extra);
     Server::start("dial-serve", cmd, port)
 }
 
@@ -348,6 +359,19 @@ fn echo(mut ws: Ws) -> Seen {
     }
 }
 
+/// Reads until dial's first tick. dial then has its connection open and runs its select loop,
+/// where Ctrl-C sends Close (a signal that came before the handshake ended would make it exit
+/// with status 1 instead); a `ready` sent right after the 101 would not prove that.
+fn first_tick(ws: &mut Ws) {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(_)) => return,
+            Ok(_) => {}
+            Err(e) => panic!("peer: no tick from dial: {e}"),
+        }
+    }
+}
+
 fn is_timeout(e: &WsError) -> bool {
     matches!(e, WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
@@ -436,41 +460,73 @@ fn dial_says_which_url_it_connects_to_on_stderr() {
     );
 }
 
+/// The peer times the ticks with `Instant`: dial's own timestamps are wall-clock time, which
+/// a clock step (a fresh VM) moves. No tick can come early, however the machine is loaded:
+/// dial starts its ticker once connected and arms each tick a full interval after it took the
+/// previous one, so tick k reaches the peer at least k s after dial was started. Late has no
+/// such bound (load delays any one tick), so a gap may be up to 2.5 s.
 #[test]
 fn default_ticks_come_back_as_recv_lines_about_a_second_apart() {
-    let server = serve();
-    let done = run_dial(&["--addr", &addr(server.port), "--count", "3"]);
+    let (port, seen) = peer(|mut ws| {
+        let mut ticks = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(Message::Text(t)) => {
+                    ticks.push((Instant::now(), format!("recv: {t}\n")));
+                    let _ = ws.send(Message::Text(t));
+                }
+                Ok(_) => {}
+                Err(_) => return ticks,
+            }
+        }
+    });
+    let started = Instant::now();
+    let done = run_dial(&[&url(port, "/echo"), "--count", "3", "--wait", WAIT]);
     assert_exit(&done, 0);
-    let times = recv_times(&done);
-    assert_eq!(times.len(), 3, "{}", done.describe());
-    for pair in times.windows(2) {
+    assert_eq!(recv_times(&done).len(), 3, "{}", done.describe());
+    let ticks = outcome(&seen, Duration::from_secs(5));
+    let echoed: String = ticks.iter().map(|(_, line)| line.as_str()).collect();
+    assert_eq!(done.stdout, echoed, "recv lines are not the ticks echoed");
+    let after: Vec<Duration> = ticks.iter().map(|(at, _)| *at - started).collect();
+    for (k, at) in (1u32..).zip(&after) {
+        assert!(
+            *at >= Duration::from_secs(k.into()),
+            "tick {k} came {at:?} after dial started, before {k} s: {after:?}"
+        );
+    }
+    for pair in after.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(
-            (0.7..=1.6).contains(&gap),
-            "ticks {gap:.3} s apart, expected about 1 s: {}",
-            done.describe()
+            gap <= Duration::from_millis(2500),
+            "ticks {gap:?} apart, expected about 1 s: {after:?}"
         );
     }
 }
 
 // ---- 2: Ctrl-C ------------------------------------------------------------------------------
 
+/// The peer answers the Close at once, so dial ends well within its 1 s close wait; 3 s
+/// leaves a loaded machine room, while a dial that missed the signal runs on until killed.
 #[test]
 fn sigint_sends_close_1000_and_exits_0_promptly() {
     let (ready_tx, ready) = mpsc::channel();
-    let (port, seen) = peer(move |ws| {
+    let (port, seen) = peer(move |mut ws| {
+        first_tick(&mut ws);
         let _ = ready_tx.send(());
         echo(ws)
     });
-    let client = Running::start("wsecho dial", dial(&[&url(port, "/echo")]));
-    ready.recv_timeout(LIMIT).expect("dial never connected");
+    let client = Running::start(
+        "wsecho dial",
+        dial(&[&url(port, "/echo"), "--interval", "0.05"]),
+    );
+    ready.recv_timeout(LIMIT).expect("dial sent no tick");
     client.sigint();
     let signalled = Instant::now();
     let (done, exited) = client.wait(Duration::from_secs(5));
     assert_exit(&done, 0);
     let took = exited - signalled;
     assert!(
-        took < Duration::from_millis(1500),
+        took < Duration::from_secs(3),
         "exited {took:?} after SIGINT: {}",
         done.describe()
     );
@@ -482,27 +538,36 @@ fn sigint_sends_close_1000_and_exits_0_promptly() {
     assert_eq!(u16::from(frame.code), 1000, "Close frame: {frame:?}");
 }
 
+/// dial gives the peer 1 s to answer its Close; 3 s leaves a loaded machine room. The peer
+/// holds the connection until the test ends, so a dial that waited for it instead would still
+/// be running at the 5 s limit.
 #[test]
 fn sigint_with_a_peer_that_never_answers_close_exits_0_after_at_most_a_second() {
     let (ready_tx, ready) = mpsc::channel();
-    let (port, _held) = peer(move |ws| {
+    let (release, released) = mpsc::channel::<()>();
+    let (port, _held) = peer(move |mut ws| {
+        first_tick(&mut ws);
         let _ = ready_tx.send(());
-        // Read nothing, answer nothing, keep the connection open.
-        thread::sleep(Duration::from_secs(4));
+        // Read nothing more, answer nothing, keep the connection open until the test ends.
+        let _ = released.recv_timeout(PEER_LIMIT);
         drop(ws);
     });
-    let client = Running::start("wsecho dial", dial(&[&url(port, "/echo")]));
-    ready.recv_timeout(LIMIT).expect("dial never connected");
+    let client = Running::start(
+        "wsecho dial",
+        dial(&[&url(port, "/echo"), "--interval", "0.05"]),
+    );
+    ready.recv_timeout(LIMIT).expect("dial sent no tick");
     client.sigint();
     let signalled = Instant::now();
     let (done, exited) = client.wait(Duration::from_secs(5));
     assert_exit(&done, 0);
     let took = exited - signalled;
     assert!(
-        took < Duration::from_millis(1600),
+        took < Duration::from_secs(3),
         "exited {took:?} after SIGINT, expected within about 1 s: {}",
         done.describe()
     );
+    drop(release);
 }
 
 // ---- 3: --count ----------------------------------------------------------------------------
@@ -517,6 +582,8 @@ fn count_sends_n_messages_prints_n_echoes_and_exits_0() {
         "5",
         "--interval",
         "0.05",
+        "--wait",
+        WAIT,
     ]);
     assert_exit(&done, 0);
     assert_eq!(recv_times(&done).len(), 5, "{}", done.describe());
@@ -524,35 +591,69 @@ fn count_sends_n_messages_prints_n_echoes_and_exits_0() {
 
 #[test]
 fn count_waits_for_echoes_that_come_late() {
-    // Each echo comes 150 ms after its message, so the last arrives well after the last tick.
+    // Each echo goes out 150 ms after its message came, so the last arrives well after the
+    // last tick, and dial must wait for it before it closes. The peer reads on meanwhile: a
+    // Close that came before all three echoes had gone out would be dial not waiting (its
+    // Close reply would still take the late echoes along, so the output cannot tell).
+    // --wait 5: the default 1 s would leave a loaded machine well under a second.
     let (port, seen) = peer(|mut ws| {
-        let mut texts = 0;
-        loop {
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .expect("set_read_timeout");
+        let give_up = Instant::now() + PEER_LIMIT;
+        let mut due = VecDeque::new();
+        let (mut texts, mut echoed, mut echoed_before_close) = (0, 0, None);
+        while Instant::now() < give_up {
+            while let Some((at, _)) = due.front() {
+                if *at > Instant::now() {
+                    break;
+                }
+                let (_, echo) = due.pop_front().expect("front");
+                if ws.send(echo).is_ok() {
+                    echoed += 1;
+                }
+            }
             match ws.read() {
                 Ok(Message::Text(t)) => {
                     texts += 1;
-                    thread::sleep(Duration::from_millis(150));
-                    let _ = ws.send(Message::Text(t));
+                    let at = Instant::now() + Duration::from_millis(150);
+                    due.push_back((at, Message::Text(t)));
                 }
+                Ok(Message::Close(_)) => echoed_before_close = Some(echoed),
                 Ok(_) => {}
-                Err(_) => return texts,
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => break,
             }
         }
+        (texts, echoed_before_close)
     });
-    let done = run_dial(&[&url(port, "/echo"), "--count", "3", "--interval", "0.05"]);
+    let done = run_dial(&[
+        &url(port, "/echo"),
+        "--count",
+        "3",
+        "--interval",
+        "0.05",
+        "--wait",
+        "5",
+    ]);
     assert_exit(&done, 0);
     assert_eq!(recv_times(&done).len(), 3, "{}", done.describe());
+    let (texts, echoed_before_close) = outcome(&seen, Duration::from_secs(5));
+    assert_eq!(texts, 3, "messages the peer got");
     assert_eq!(
-        outcome(&seen, Duration::from_secs(5)),
-        3,
-        "messages the peer got"
+        echoed_before_close,
+        Some(3),
+        "echoes sent before dial's Close came: {}",
+        done.describe()
     );
 }
 
 // ---- 4: --stdin ----------------------------------------------------------------------------
 
+/// Runs `wsecho dial ARGS --wait WAIT` with `input` on stdin, to completion.
 fn run_stdin(args: &[&str], input: &[u8]) -> Finished {
     let mut cmd = dial(args);
+    cmd.args(["--wait", WAIT]);
     let done = run("wsecho dial --stdin", &mut cmd, Some(input.to_vec()), LIMIT);
     assert_no_panic(&done);
     done
@@ -646,7 +747,9 @@ fn server_shutting_down_with_1001_ends_dial_with_0() {
 #[test]
 fn server_closing_with_4000_ends_dial_with_1() {
     let (port, _seen) = peer(|mut ws| {
-        // Close after the first tick (a Close right behind the 101 is another test).
+        // Close instead of echoing the one tick (a Close right behind the 101 is another
+        // test). With --count 1, dial sends nothing more: a tick written after our Close would
+        // fail, and dial would then give the reader only 1 s to report the 4000.
         let _ = ws.read();
         let _ = ws.close(Some(CloseFrame {
             code: CloseCode::from(4000),
@@ -654,19 +757,29 @@ fn server_closing_with_4000_ends_dial_with_1() {
         }));
         while ws.read().is_ok() {}
     });
-    let done = run_dial(&[&url(port, "/echo"), "--interval", "0.05"]);
+    let done = run_dial(&[
+        &url(port, "/echo"),
+        "--count",
+        "1",
+        "--interval",
+        "0.05",
+        "--wait",
+        WAIT,
+    ]);
     assert_fails_with(&done, &["4000"]);
 }
 
 /// dial's first output line when the peer's 101 head (lines ending in `eol`) comes with the
-/// text frame "early" right behind it, then nothing.
+/// text frame "early" right behind it, then nothing. "At once" means without more input: a
+/// frame left in the handshake's buffer would be lost, or wait for the next read, which only
+/// the 30 s ping interval ends; `LIMIT` tells those apart from a loaded machine's delay.
 fn first_line_with_early_frame_behind_101(eol: &'static str) -> String {
     let port = peer_101_with(eol, b"\x81\x05early".to_vec());
     let mut client = Running::start(
         "wsecho dial",
         dial(&[&url(port, "/echo"), "--interval", "100"]),
     );
-    client.next_line(Duration::from_secs(3))
+    client.next_line(LIMIT)
 }
 
 #[test]
@@ -689,13 +802,14 @@ fn message_behind_a_101_whose_lines_end_in_bare_newlines_is_printed_too() {
 
 #[test]
 fn close_arriving_with_the_101_response_ends_dial_at_once() {
-    // Close 1001 "bye", right behind the response head.
+    // Close 1001 "bye", right behind the response head. Left in the handshake's buffer, it
+    // would be lost or wait for the next read (the 30 s ping interval): `LIMIT` is enough.
     let port = peer_101_with("\r\n", b"\x88\x05\x03\xe9bye".to_vec());
     let client = Running::start(
         "wsecho dial",
         dial(&[&url(port, "/echo"), "--interval", "100"]),
     );
-    let (done, _) = client.wait(Duration::from_secs(3));
+    let (done, _) = client.wait(LIMIT);
     assert_exit(&done, 0);
     assert!(done.stderr.contains("1001"), "{}", done.describe());
 }
@@ -712,15 +826,21 @@ fn pings_are_answered_while_ticking() {
         let give_up = Instant::now() + PEER_LIMIT;
         let (mut pings, mut pongs, mut texts) = (0u32, Vec::new(), 0usize);
         let mut next_ping = Instant::now();
+        let mut ping = |ws: &mut Ws| {
+            let _ = ws.send(Message::Ping(Bytes::from(pings.to_be_bytes().to_vec())));
+            pings += 1;
+        };
         while Instant::now() < give_up {
             // Ping every 50 ms until the last tick is echoed: every pong then precedes Close.
             if texts < TICKS && Instant::now() >= next_ping {
-                let _ = ws.send(Message::Ping(Bytes::from(pings.to_be_bytes().to_vec())));
-                pings += 1;
+                ping(&mut ws);
                 next_ping += Duration::from_millis(50);
             }
             match ws.read() {
                 Ok(Message::Text(t)) => {
+                    // And before each echo, so that there are pings however the threads are
+                    // scheduled (a stalled peer may find all the ticks waiting at once).
+                    ping(&mut ws);
                     texts += 1;
                     let _ = ws.send(Message::Text(t));
                 }
@@ -732,12 +852,20 @@ fn pings_are_answered_while_ticking() {
         }
         (pings, pongs, texts)
     });
-    let done = run_dial(&[&url(port, "/echo"), "--interval", "0.05", "--count", "20"]);
+    let done = run_dial(&[
+        &url(port, "/echo"),
+        "--interval",
+        "0.05",
+        "--count",
+        "20",
+        "--wait",
+        WAIT,
+    ]);
     assert_exit(&done, 0);
     assert_eq!(recv_times(&done).len(), TICKS, "{}", done.describe());
     let (pings, pongs, texts) = outcome(&seen, Duration::from_secs(5));
     assert_eq!(texts, TICKS);
-    assert!(pings >= 5, "only {pings} pings sent");
+    assert!(pings as usize > TICKS, "only {pings} pings sent");
     let expected: Vec<Vec<u8>> = (0..pings).map(|i| i.to_be_bytes().to_vec()).collect();
     assert_eq!(pongs, expected, "pongs for {pings} pings");
 }
@@ -766,8 +894,11 @@ fn ticks_keep_coming_while_the_server_sends_nothing() {
     );
     let arrivals = outcome(&seen, Duration::from_secs(5));
     assert_eq!(arrivals.len(), TICKS, "ticks received: {arrivals:?}");
+    // 1 s at the interval; but each tick is armed when dial takes the previous one, so a
+    // loaded machine's delays add up. Ticks waiting on a read from the server would take
+    // the 30 s ping interval.
     assert!(
-        arrivals[TICKS - 1] <= Duration::from_millis(2500),
+        arrivals[TICKS - 1] <= Duration::from_secs(5),
         "{TICKS} ticks at 0.1 s took {:?}: {arrivals:?}",
         arrivals[TICKS - 1]
     );
@@ -806,8 +937,9 @@ fn silent_server_times_out_the_handshake_with_exit_1() {
         "message does not say it timed out: {}",
         done.describe()
     );
+    // 0.5 s, and seconds for a loaded machine; ignoring the flag would take the default 10 s.
     assert!(
-        took < Duration::from_secs(2),
+        took < Duration::from_secs(5),
         "took {took:?}: {}",
         done.describe()
     );
@@ -978,29 +1110,37 @@ fn headers_origin_and_subprotocol_reach_the_server_and_the_chosen_subprotocol_is
 #[test]
 fn bulk_stdin_with_large_lines_round_trips_without_stalling() {
     // A writer blocked on a full socket must not keep the reader from draining the echoes
-    // (each side would wait for the other until a write timeout).
-    let server = serve();
+    // (each side would wait for the other until a write timeout). Both write timeouts (the
+    // server's --write-timeout, dial's --ping-interval) are 120 s, so such a deadlock hangs
+    // past the 60 s allowed here instead of ending early; the round trip takes about 1 s
+    // unloaded, 8 s on 2 cores with 14 busy loops.
+    let server = serve_with(&["--write-timeout", "120"]);
     let mut input = Vec::new();
     for i in 0..40u8 {
         input.extend(std::iter::repeat_n(b'a' + i % 26, 1 << 20));
         input.push(b'\n');
     }
-    let started = Instant::now();
-    let done = run_stdin(
-        &[&url(server.port, "/echo"), "--stdin", "--wait", "5"],
-        &input,
+    let mut cmd = dial(&[
+        &url(server.port, "/echo"),
+        "--stdin",
+        "--ping-interval",
+        "120",
+        "--wait",
+        "30",
+    ]);
+    let done = run(
+        "wsecho dial --stdin",
+        &mut cmd,
+        Some(input.clone()),
+        Duration::from_secs(60),
     );
+    assert_no_panic(&done);
     assert_exit(&done, 0);
     assert!(
         done.stdout.as_bytes() == input.as_slice(),
         "echoes differ: {} of {} bytes",
         done.stdout.len(),
         input.len()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "took {:?}",
-        started.elapsed()
     );
 }
 
@@ -1041,8 +1181,10 @@ fn a_server_trickling_its_handshake_answer_is_cut_at_the_connect_timeout() {
     let started = Instant::now();
     let done = run_dial(&[&url(port, "/echo"), "--connect-timeout", "0.5"]);
     assert_fails_with(&done, &["in time"]);
+    // 0.5 s, and seconds for a loaded machine; a deadline per read would let the trickle go
+    // on for its 20 s.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );
