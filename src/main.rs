@@ -56,7 +56,8 @@ Usage: wsecho dial [URL | --addr HOST:PORT] [options]
 
 Connects to ws://HOST:PORT/echo (or URL), prints 'connecting to ...', sends the time
 every --interval and prints each message received as 'recv: ...'. Ctrl-C sends
-Close 1000 and waits at most one second for the server to close.
+Close 1000 and waits at most one second for the server to close; before the
+connection is open, Ctrl-C exits at once (status 1).
 
 Options:
   --addr HOST:PORT          server to dial, path /echo [default: localhost:8080]
@@ -80,7 +81,8 @@ Options:
 Messages go to stdout, diagnostics to stderr.
 Exit status: 0 closed normally (by us, by the server with 1000/1001, or stdout
 was closed by its reader),
-1 connection failed, refused or broken, or the server closed with another code,
+1 connection failed, refused or broken, the server closed with another code, or
+Ctrl-C came before the connection was open,
 2 bad usage.
 ";
 
@@ -305,9 +307,7 @@ fn dial(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
     };
 
     let (tx, interrupt) = crossbeam_channel::bounded(1);
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = tx.try_send(());
-    }) {
+    if let Err(e) = ctrlc::set_handler(client::on_interrupt(tx)) {
         return fail(format!("cannot handle Ctrl-C: {e}"));
     }
     match client::run(&config, interrupt) {

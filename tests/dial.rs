@@ -570,6 +570,57 @@ fn sigint_with_a_peer_that_never_answers_close_exits_0_after_at_most_a_second() 
     drop(release);
 }
 
+/// Ctrl-C while the server has the request and does not answer: there is nothing open to
+/// close, so dial exits at once with status 1, not after its 30 s `--connect-timeout`. (The
+/// signal also interrupts dial's read of the response: that must not come out as a bogus
+/// "invalid handshake response".)
+#[test]
+fn sigint_before_the_server_answers_the_handshake_exits_1_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    let (asked_tx, asked) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let _ = asked_tx.send(());
+        let _ = released.recv_timeout(PEER_LIMIT);
+    });
+    let client = Running::start(
+        "wsecho dial",
+        dial(&[&url(port, "/echo"), "--connect-timeout", "30"]),
+    );
+    asked
+        .recv_timeout(LIMIT)
+        .expect("dial sent no upgrade request");
+    client.sigint();
+    let signalled = Instant::now();
+    let (done, exited) = client.wait(LIMIT);
+    assert_exit(&done, 1);
+    assert!(
+        done.stderr
+            .contains("interrupted before the connection was open"),
+        "{}",
+        done.describe()
+    );
+    let took = exited - signalled;
+    assert!(
+        took < Duration::from_secs(3),
+        "exited {took:?} after SIGINT: {}",
+        done.describe()
+    );
+    drop(release);
+}
+
 // ---- 3: --count ----------------------------------------------------------------------------
 
 #[test]

@@ -222,7 +222,12 @@ impl Read for HeadOnly<'_> {
             }
             self.stream.set_read_timeout(Some(left))?;
             let mut chunk = [0u8; 2048];
-            let n = self.stream.read(&mut chunk)?;
+            // A signal (Ctrl-C) interrupts a read under a timeout even with SA_RESTART; the
+            // deadline still bounds the retry.
+            let n = match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => read?,
+            };
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -246,7 +251,12 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 impl Write for HeadOnly<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.stream).write(buf)
+        loop {
+            match (&*self.stream).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                written => return written,
+            }
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

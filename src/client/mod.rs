@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, u
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime};
 use tungstenite::Message;
@@ -25,6 +26,24 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 /// How long, after our Close, the server gets to finish the closing handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Set once the connection is open: before that, Ctrl-C has nothing to close.
+static OPEN: AtomicBool = AtomicBool::new(false);
+
+/// What Ctrl-C does in dial. Before the connection is open (a DNS lookup, TCP connect or
+/// handshake that hangs) there is nothing to close, so dial ends at once with status 1
+/// instead of after `--connect-timeout`; once it is open, `run`'s select loop gets the
+/// interrupt, sends Close 1000 and waits for the server.
+pub fn on_interrupt(interrupt: Sender<()>) -> impl Fn() {
+    move || {
+        if OPEN.load(Ordering::SeqCst) {
+            let _ = interrupt.try_send(());
+        } else {
+            eprintln!("wsecho: interrupted before the connection was open");
+            std::process::exit(1);
+        }
+    }
+}
 
 /// What `wsecho dial` is asked to do.
 #[derive(Clone, Debug)]
@@ -162,6 +181,7 @@ enum Done {
 pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
     eprintln!("connecting to {}", config.target.url);
     let (mut reader, writer) = connect(&config.target, &config.options)?;
+    OPEN.store(true, Ordering::SeqCst);
 
     let stdin_mode = matches!(config.input, Input::Stdin { .. });
     let (done_tx, done) = bounded::<Done>(1);
