@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const PORT_WAIT: Duration = Duration::from_secs(5);
-const E2E_TIMEOUT: Duration = Duration::from_secs(60);
+const E2E_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Kills (and reaps) the child when dropped, also when the test panics.
 struct KillOnDrop(Child);

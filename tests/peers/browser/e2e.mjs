@@ -17,8 +17,8 @@ if (!url || !shotArg) {
   process.exit(2);
 }
 const shot = resolve(shotArg);
-const WAIT_MS = 10_000;        // every single wait is bounded by this
-const TOTAL_MS = 50_000;       // whole run (the Rust test kills us at 60 s)
+const WAIT_MS = 30_000;        // every single wait is bounded by this
+const TOTAL_MS = 120_000;      // whole run (the Rust test kills us at 150 s)
 const XSS = 'héllo 世界 <b>bold</b><img src=x onerror=alert(1)>';
 
 class Failure extends Error {}
