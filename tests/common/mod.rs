@@ -71,7 +71,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `cmd` and waits up to 5 s for it to accept on 127.0.0.1:`port`.
+    /// Starts `cmd` and waits up to 20 s for it (a loaded machine may start a Python peer slowly) to accept on 127.0.0.1:`port`.
     /// Panics, showing the server's log, if it exits or never accepts.
     pub fn start(name: &str, mut cmd: Command, port: u16) -> Server {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-logs");
@@ -90,7 +90,7 @@ impl Server {
             port,
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!(
@@ -103,7 +103,7 @@ impl Server {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "{name}: not accepting on 127.0.0.1:{port} after 5 s\n{}",
+                    "{name}: not accepting on 127.0.0.1:{port} after 20 s\n{}",
                     server.log()
                 );
             }

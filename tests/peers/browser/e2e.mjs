@@ -222,8 +222,8 @@ async function screenshot() {
 
 let failure = null;
 const watchdog = setTimeout(async () => {
-  console.log(`browser-e2e: FAILED: whole run exceeded ${TOTAL_MS / 1000}s`);
   await Promise.race([screenshot(), sleep(5000)]);
+  console.log(`browser-e2e: FAILED: whole run exceeded ${TOTAL_MS / 1000}s`);
   process.exit(1);
 }, TOTAL_MS);
 
