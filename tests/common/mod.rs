@@ -71,7 +71,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `cmd` and waits up to 20 s for it (a loaded machine may start a Python peer slowly) to accept on 127.0.0.1:`port`.
+    /// Starts `cmd` and waits up to 20 s for it to accept on 127.0.0.1:`port` (a loaded
+    /// machine may start a Python peer slowly; a server that is up returns at once).
     /// Panics, showing the server's log, if it exits or never accepts.
     pub fn start(name: &str, mut cmd: Command, port: u16) -> Server {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("server-logs");
