@@ -282,6 +282,20 @@ fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
     }
 }
 
+/// The client's request head, read a byte at a time so nothing behind it is consumed; `None`
+/// if the connection ends or fails first.
+fn read_request_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
+}
+
 /// A peer that answers the upgrade with its 101 response, its lines ending in `eol`, and
 /// `frames` (unmasked server frames) in one write, so they reach the client in the same read
 /// as the response head; then reads until the connection ends.
@@ -293,14 +307,9 @@ fn peer_101_with(eol: &'static str, frames: Vec<u8>) -> u16 {
         stream
             .set_read_timeout(Some(PEER_LIMIT))
             .expect("set_read_timeout");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match stream.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => return,
-            }
-        }
+        let Some(head) = read_request_head(&mut stream) else {
+            return;
+        };
         let head = String::from_utf8_lossy(&head).into_owned();
         let key = head
             .lines()
@@ -507,13 +516,17 @@ fn default_ticks_come_back_as_recv_lines_about_a_second_apart() {
 
 /// The peer answers the Close at once, so dial ends well within its 1 s close wait; 3 s
 /// leaves a loaded machine room, while a dial that missed the signal runs on until killed.
-#[test]
-fn sigint_sends_close_1000_and_exits_0_promptly() {
+/// Runs dial against a peer that, once it has dial's first tick (dial is then in its select
+/// loop), signals the test and goes on with `then`; sends dial SIGINT at that signal. Returns
+/// dial's output, how long after the signal it exited, and what `then` returns.
+fn sigint_once_ticking<T: Send + 'static>(
+    then: impl FnOnce(Ws) -> T + Send + 'static,
+) -> (Finished, Duration, mpsc::Receiver<T>) {
     let (ready_tx, ready) = mpsc::channel();
     let (port, seen) = peer(move |mut ws| {
         first_tick(&mut ws);
         let _ = ready_tx.send(());
-        echo(ws)
+        then(ws)
     });
     let client = Running::start(
         "wsecho dial",
@@ -523,8 +536,13 @@ fn sigint_sends_close_1000_and_exits_0_promptly() {
     client.sigint();
     let signalled = Instant::now();
     let (done, exited) = client.wait(Duration::from_secs(5));
+    (done, exited - signalled, seen)
+}
+
+#[test]
+fn sigint_sends_close_1000_and_exits_0_promptly() {
+    let (done, took, seen) = sigint_once_ticking(echo);
     assert_exit(&done, 0);
-    let took = exited - signalled;
     assert!(
         took < Duration::from_secs(3),
         "exited {took:?} after SIGINT: {}",
@@ -543,25 +561,13 @@ fn sigint_sends_close_1000_and_exits_0_promptly() {
 /// be running at the 5 s limit.
 #[test]
 fn sigint_with_a_peer_that_never_answers_close_exits_0_after_at_most_a_second() {
-    let (ready_tx, ready) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
-    let (port, _held) = peer(move |mut ws| {
-        first_tick(&mut ws);
-        let _ = ready_tx.send(());
+    let (done, took, _held) = sigint_once_ticking(move |ws| {
         // Read nothing more, answer nothing, keep the connection open until the test ends.
         let _ = released.recv_timeout(PEER_LIMIT);
         drop(ws);
     });
-    let client = Running::start(
-        "wsecho dial",
-        dial(&[&url(port, "/echo"), "--interval", "0.05"]),
-    );
-    ready.recv_timeout(LIMIT).expect("dial sent no tick");
-    client.sigint();
-    let signalled = Instant::now();
-    let (done, exited) = client.wait(Duration::from_secs(5));
     assert_exit(&done, 0);
-    let took = exited - signalled;
     assert!(
         took < Duration::from_secs(3),
         "exited {took:?} after SIGINT, expected within about 1 s: {}",
@@ -576,24 +582,16 @@ fn sigint_with_a_peer_that_never_answers_close_exits_0_after_at_most_a_second() 
 /// "invalid handshake response".)
 #[test]
 fn sigint_before_the_server_answers_the_handshake_exits_1_at_once() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let port = listener.local_addr().expect("local_addr").port();
     let (asked_tx, asked) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
     thread::spawn(move || {
-        let Ok((mut s, _)) = listener.accept() else {
-            return;
-        };
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            match s.read(&mut buf) {
-                Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
-                _ => return,
-            }
+        let mut stream = accept_within(&listener, PEER_LIMIT);
+        if read_request_head(&mut stream).is_some() {
+            let _ = asked_tx.send(());
+            let _ = released.recv_timeout(PEER_LIMIT);
         }
-        let _ = asked_tx.send(());
-        let _ = released.recv_timeout(PEER_LIMIT);
     });
     let client = Running::start(
         "wsecho dial",
