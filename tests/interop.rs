@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 const NEEDS: &str = "run tests/peers/setup.sh first";
 /// Every peer client has its own 20 s deadline; this one is a backstop.
 const CLIENT_LIMIT: Duration = Duration::from_secs(30);
+/// dial's `--wait` for runs that expect every echo. dial exits at the last echo anyway; its
+/// default 1 s would cut short a run whose peer a loaded machine stalls (and, in the
+/// /closeNNNN tests, send dial's Close before the echo, which the peer would answer instead
+/// of sending its own code).
+const WAIT: &str = "10";
 
 // ---- the peers ---------------------------------------------------------------
 
@@ -150,12 +155,10 @@ fn stdin_lines() -> Vec<String> {
 
 fn dial(server: &Server, extra: &[&str], stdin: Option<Vec<u8>>) -> Finished {
     let mut cmd = Command::new(wsecho());
-    // --wait 10: dial exits at the last echo anyway; its default 1 s would cut short a run
-    // whose peer a loaded machine stalls.
     cmd.arg("dial")
         .arg(server.echo_url())
         .args(extra)
-        .args(["--wait", "10"]);
+        .args(["--wait", WAIT]);
     let what = format!("wsecho dial {} {}", server.echo_url(), extra.join(" "));
     run(&what, &mut cmd, stdin, CLIENT_LIMIT)
 }
@@ -428,9 +431,9 @@ fn dial_large(server: Server, binary: bool) {
     let mut input = payload.clone();
     input.push(b'\n');
     let extra: &[&str] = if binary {
-        &["--stdin", "--binary", "--wait", "10"]
+        &["--stdin", "--binary", "--wait", WAIT]
     } else {
-        &["--stdin", "--wait", "10"]
+        &["--stdin", "--wait", WAIT]
     };
     let done = dial_fed(
         &server.echo_url(),
@@ -490,7 +493,7 @@ const QUIET: Duration = Duration::from_millis(3500);
 fn dial_quiet_with_pings(url: &str) -> Dialed {
     dial_fed(
         url,
-        &["--stdin", "--ping-interval", "1", "--wait", "10"],
+        &["--stdin", "--ping-interval", "1", "--wait", WAIT],
         feed_later(QUIET, b"after the pings\n", Duration::ZERO),
         CLIENT_LIMIT,
     )
@@ -578,7 +581,7 @@ fn wsecho_dial_gives_up_on_a_server_that_never_answers_pings() {
 fn dial_closes_with_1000(server: Server) {
     let done = dial_fed(
         &server.echo_url(),
-        &["--stdin", "--wait", "10"],
+        &["--stdin", "--wait", WAIT],
         feed_all(b"bye\n".to_vec()),
         CLIENT_LIMIT,
     );
@@ -614,11 +617,9 @@ const HOLD: Duration = Duration::from_secs(10);
 fn dial_to_closing_python_server(code: u16, hold: Duration) -> Dialed {
     let server = start_py_server();
     let url = format!("ws://127.0.0.1:{}/close{code}", server.port);
-    // --wait 10: on a loaded machine the echo may come later than dial's default 1 s; dial
-    // would then close first, and the peer would answer that instead of sending its code.
     let done = dial_fed(
         &url,
-        &["--stdin", "--wait", "10"],
+        &["--stdin", "--wait", WAIT],
         feed_later(Duration::ZERO, b"hi\n", hold),
         CLIENT_LIMIT,
     );

@@ -222,8 +222,9 @@ impl Read for HeadOnly<'_> {
             }
             self.stream.set_read_timeout(Some(left))?;
             let mut chunk = [0u8; 2048];
-            // A signal (Ctrl-C) interrupts a read under a timeout even with SA_RESTART; the
-            // deadline still bounds the retry.
+            // A signal interrupts a read under a timeout even with SA_RESTART. Ctrl-C's handler
+            // ends dial itself before the connection is open, so the read only goes on (the
+            // deadline still bounds it) rather than report a bogus handshake failure first.
             let n = match self.stream.read(&mut chunk) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 read => read?,
