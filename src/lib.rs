@@ -11,8 +11,10 @@
 //! - **Contained.** A panic stays inside its connection thread; bad input gets an HTTP status,
 //!   a WebSocket close code or one clear error line, never a crash.
 //!
-//! The crate is a library so that tests can drive the server and client in-process; the
-//! `wsecho` binary is a thin command line over [`server`] and [`client`].
+//! The `wsecho` binary is a thin command line over [`server`] and [`client`]; the library is
+//! there for programs that need the same pieces, such as `examples/autobahn_client.rs`, which
+//! runs the client side of the Autobahn TestSuite on the connection `wsecho dial` uses. The
+//! tests drive the real binary over real sockets.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

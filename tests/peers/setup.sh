@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and builds the independent WebSocket peers that tests/interop.rs
-# runs against wsecho (issue 7, "real peers"):
+# runs against wsecho:
 #   - Go (gorilla/websocket, Debian package) -> target/peers/go-echo-{server,client}
 #   - Python `websockets` in a venv          -> target/peers/venv
 #   - Node `ws` (npm)                         -> tests/peers/node/node_modules
