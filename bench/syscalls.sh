@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The deterministic figures of issue 9: syscalls and user-space instructions per echo and per
+# The deterministic benchmark figures: syscalls and user-space instructions per echo and per
 # handshake, over the SERVER only, for wsecho serve --quiet, the reference (default and 4 KiB
 # read buffer), Go gorilla and raw TCP.
 #
-#   cargo build --release --examples && bash bench/syscalls.sh [--wsecho PATH] [--only NAME]
+#   cargo build --release --workspace && bash bench/syscalls.sh [--wsecho PATH] [--only NAME]
 #
 # Each figure is (run with N operations - baseline with the same connections and 0 operations)
 # / N, so start-up, accepts, upgrades and closes cancel out. Syscalls: `strace -f -c` around
@@ -16,9 +16,10 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-/tmp/wsecho-syscalls}"
-loadgen="$root/target/release/examples/loadgen"
-reference="$root/target/release/examples/reference_server"
-wsecho="$root/target/release/wsecho"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+loadgen="$bin/loadgen"
+reference="$bin/reference_server"
+wsecho="$bin/wsecho"
 go="$root/target/peers/go-echo-server"
 only=""
 while (($#)); do
@@ -29,7 +30,7 @@ while (($#)); do
     esac
 done
 for f in "$loadgen" "$reference" "$wsecho"; do
-    [ -x "$f" ] || { echo "missing $f: cargo build --release --examples" >&2; exit 1; }
+    [ -x "$f" ] || { echo "missing $f: cargo build --release --workspace" >&2; exit 1; }
 done
 missing=()
 command -v strace >/dev/null || missing+=(strace)

@@ -29,11 +29,11 @@ bash tests/peers/browser/setup.sh
 
 step "cargo fmt --check"
 cargo fmt --check
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-step "cargo test (with the real-peer and browser tests)"
-cargo test -- --include-ignored
+step "cargo test --workspace (with the real-peer and browser tests; builds bench/ too)"
+cargo test --workspace -- --include-ignored
 echo "browser screenshot (CI artifact): $root/target/browser-e2e.png"
 
 step "Autobahn TestSuite, server and client"

@@ -1,4 +1,4 @@
-//! The "reference" of issue 9: a minimal sync tungstenite echo server to measure wsecho against.
+//! The "reference": a minimal sync tungstenite echo server to measure wsecho against.
 //!
 //! `reference_server ADDR [READ_BUF_BYTES]`  (e.g. `reference_server 127.0.0.1:9001 4096`)
 //!

@@ -1,8 +1,8 @@
-//! Load generator for issue 9: measures WebSocket echo servers on this machine (loopback only).
+//! Load generator: measures WebSocket echo servers on this machine (loopback only).
 //!
 //! ```text
-//! cargo build --release --examples        # loadgen, reference_server (compare needs both)
-//! L=target/release/examples/loadgen
+//! cargo build --release --workspace       # wsecho, loadgen, reference_server (compare needs all)
+//! L=target/release/loadgen
 //! $L pingpong --conns 64 --size 32 [--binary] [--secs 3 | --count N] [--pid P] ws://127.0.0.1:8080/echo
 //! $L handshakes --concurrency 16 [--secs 3 | --count N] [--pid P] ws://127.0.0.1:8080/echo
 //! $L idle --conns 2000 [--big 4] [--settle 1] --pid P ws://127.0.0.1:8080/echo
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             .free_from_str()
             .map_err(Into::into)
             .and_then(|port| wait_listening(port, Duration::from_secs(60))),
-        _ => Err("usage: loadgen pingpong|handshakes|idle|compare|wait ... (see the top of examples/loadgen.rs)".into()),
+        _ => Err("usage: loadgen pingpong|handshakes|idle|compare|wait ... (see the top of bench/loadgen.rs)".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -822,25 +822,31 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
         .opt_value_from_str("--only")?
         .unwrap_or_else(|| "small,large,handshake,idle".into());
     let want = |scenario: &str| only.split(',').any(|s| s == scenario);
+    // The workspace builds wsecho, loadgen and reference_server into one directory;
+    // tests/peers/setup.sh puts the Go server under the source tree's target/.
     let here = std::env::current_exe()?
         .parent()
         .ok_or("no exe dir")?
         .to_path_buf();
-    let root = here
-        .ancestors()
-        .nth(3)
-        .ok_or("not in target/release/examples")?
-        .to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("bench/ has no parent directory")?;
     let wsecho: PathBuf = args
         .opt_value_from_str("--wsecho")?
-        .unwrap_or_else(|| root.join("target/release/wsecho"));
+        .unwrap_or_else(|| here.join("wsecho"));
     let go: PathBuf = args
         .opt_value_from_str("--go")?
         .unwrap_or_else(|| root.join("target/peers/go-echo-server"));
     finish(args)?;
     let reference = here.join("reference_server");
-    if !reference.exists() {
-        return Err("no reference_server next to loadgen: cargo build --release --examples".into());
+    for (binary, what) in [(&reference, "reference_server"), (&wsecho, "wsecho")] {
+        if !binary.exists() {
+            return Err(format!(
+                "no {what} at {}: cargo build --release --workspace",
+                binary.display()
+            )
+            .into());
+        }
     }
 
     let ws_args: &[&str] = &["serve", "--quiet", "--addr", "ADDR"];
