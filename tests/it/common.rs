@@ -23,6 +23,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Whether the tests run in CI (env `CI` set), where a missing prerequisite is a failure.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+}
+
+/// Says loudly that a test cannot test what it is named for, because `what` is missing; in CI
+/// (env `CI` set) that fails the test, elsewhere the test returns and passes.
+pub fn prerequisite_missing(what: &str) {
+    let message = format!(
+        "PREREQUISITE MISSING: {what}; this test did NOT run (scripts/test.sh installs it)"
+    );
+    assert!(!in_ci(), "{message}");
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+    let _ = writeln!(io::stderr(), "\n!!! {message}\n");
+}
+
 // ---- children ------------------------------------------------------------------------------
 
 /// A child process that is killed (and reaped) when dropped, also when the test panics: no

@@ -233,25 +233,27 @@ fn wsecho_dial_count_to_python_server() {
     dial_count(start_py_server());
 }
 
-// ---- the peers against each other (a failure here is the peers', not wsecho's) --
+// ---- calibration: the peers against each other, no wsecho involved ------------------
+// These prove the peers themselves speak WebSocket to each other: when they pass and a test
+// above fails, the failure is wsecho's, not the peer's.
 
 #[test]
 #[ignore = "needs peers: run tests/peers/setup.sh"]
-fn peers_go_client_to_python_server() {
+fn calibration_go_client_to_python_server() {
     let server = start_py_server();
     client_passes("go-echo-client", go_client_cmd(&server.echo_url()), &server);
 }
 
 #[test]
 #[ignore = "needs peers: run tests/peers/setup.sh"]
-fn peers_python_client_to_go_server() {
+fn calibration_python_client_to_go_server() {
     let server = start_go_server();
     client_passes("py-echo-client", py_client_cmd(&server.echo_url()), &server);
 }
 
 #[test]
 #[ignore = "needs peers: run tests/peers/setup.sh"]
-fn peers_node_client_to_go_server() {
+fn calibration_node_client_to_go_server() {
     let server = start_go_server();
     client_passes(
         "node-echo-client",
