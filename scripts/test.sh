@@ -36,7 +36,7 @@ step "cargo test (with the real-peer and browser tests)"
 # Everything the tests need is installed above: a test that finds a prerequisite missing
 # (it says so) fails here instead of passing without having tested anything.
 export CI="${CI:-1}"
-cargo test -- --include-ignored
+cargo test --no-fail-fast -- --include-ignored
 echo "browser screenshot (CI artifact): $root/target/browser-e2e.png"
 
 step "Autobahn TestSuite, server and client"
