@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs and builds the independent WebSocket peers that tests/interop.rs
+# Installs and builds the independent WebSocket peers that tests/it/interop.rs
 # runs against wsecho:
 #   - Go (gorilla/websocket, Debian package) -> target/peers/go-echo-{server,client}
 #   - Python `websockets` in a venv          -> target/peers/venv
 #   - Node `ws` (npm)                         -> tests/peers/node/node_modules
 # Safe to re-run; a re-run only checks and rebuilds the (cached) Go programs.
-# Then: cargo test --test interop -- --include-ignored
+# Then: cargo test --test it interop -- --include-ignored
 set -euo pipefail
 
 WEBSOCKETS_VERSION=17.4          # PyPI `websockets`, pinned
@@ -76,4 +76,4 @@ else
     (cd "$here/node" && npm ci --no-audit --no-fund)
 fi
 
-say "done. Run: cargo test --test interop -- --include-ignored"
+say "done. Run: cargo test --test it interop -- --include-ignored"

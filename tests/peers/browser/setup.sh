@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup for the browser end-to-end test (tests/browser.rs, e2e.mjs).
+# Idempotent setup for the browser end-to-end test (tests/it/browser.rs, e2e.mjs).
 # Installs Debian's chromium (never a browser downloaded by a test tool) and
 # playwright-core (pinned in package.json) into tests/peers/browser/node_modules.
 # Uses the machine's own node/npm; Debian's npm package is NOT installed.

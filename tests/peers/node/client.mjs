@@ -1,5 +1,5 @@
 // node-echo-client: an independent WebSocket client (Node `ws` package) used
-// by wsecho's interop tests (tests/interop.rs) to check an echo server.
+// by wsecho's interop tests (tests/it/interop.rs) to check an echo server.
 // Usage: node client.mjs URL
 // Sends text, unicode text, binary 0..255, a 1 MiB binary message and a ping,
 // checks every echo (type and bytes) and the pong, then sends Close(1000,

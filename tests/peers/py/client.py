@@ -1,5 +1,5 @@
 """py-echo-client: an independent WebSocket client (Python `websockets`, sync
-API) used by wsecho's interop tests (tests/interop.rs) to check an echo server.
+API) used by wsecho's interop tests (tests/it/interop.rs) to check an echo server.
 
 Usage: client.py URL [--close-code N]
 

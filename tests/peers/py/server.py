@@ -1,5 +1,5 @@
 """py-echo-server: an independent WebSocket echo server (Python `websockets`,
-sync API) used as a peer by wsecho's interop tests (tests/interop.rs).
+sync API) used as a peer by wsecho's interop tests (tests/it/interop.rs).
 
 Usage: server.py PORT [HOST]   (HOST defaults to 127.0.0.1)
 

@@ -1,5 +1,5 @@
 // go-echo-client: an independent WebSocket client (gorilla/websocket) used by
-// wsecho's interop tests (tests/interop.rs) to check an echo server at -url.
+// wsecho's interop tests (tests/it/interop.rs) to check an echo server at -url.
 // It sends text, unicode text, binary 0..255, a 1 MiB binary message and a
 // ping, checks every echo (type and bytes) and the pong, then sends
 // Close(1000, "bye") and expects the server's close reply with code 1000.

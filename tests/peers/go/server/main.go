@@ -1,5 +1,5 @@
 // go-echo-server: an independent WebSocket echo server (gorilla/websocket),
-// used as a peer by wsecho's interop tests (tests/interop.rs). It behaves like
+// used as a peer by wsecho's interop tests (tests/it/interop.rs). It behaves like
 // gorilla's examples/echo server: /echo upgrades and echoes every message
 // back with the same message type. Any Origin is accepted (test peer only).
 // With -log it also logs "client close code N" when the client's Close arrives and

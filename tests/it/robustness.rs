@@ -1,17 +1,15 @@
-//! Black-box tests that `wsecho serve` survives abuse (issue 5): stalled and oversized request
+//! Black-box tests that `wsecho serve` survives abuse: stalled and oversized request
 //! heads, the connection cap, peers that never read or never speak, protocol violations sent as
 //! hand-made frames, connection churn, random bytes, and running out of descriptors.
 //!
 //! Every test runs the real binary on a loopback port with small deadlines, so the file runs in
 //! seconds; every wait is bounded. Thread, descriptor and memory figures come from /proc.
 
-mod common;
-
-use common::{Server, free_port, wsecho};
+use crate::common::{KillOnDrop, Server, free_port, read_listening_port, wsecho};
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -20,22 +18,15 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 // The server process
 
-/// Starts `wsecho serve --addr 127.0.0.1:PORT --quiet ARGS...` on a free port.
+/// `wsecho serve --quiet ARGS...` on a port of its own.
 fn serve(name: &str, args: &[&str]) -> Server {
-    let port = free_port();
-    let mut cmd = Command::new(wsecho());
     // Threads of ended connections wait --thread-linger for the next one; keep that short
     // so thread counts come back to their baseline within the tests' deadlines.
-    cmd.args([
-        "serve",
-        "--addr",
-        &format!("127.0.0.1:{port}"),
-        "--quiet",
-        "--thread-linger",
-        "0.2",
-    ])
-    .args(args);
-    Server::start(name, cmd, port)
+    let args: Vec<&str> = ["--quiet", "--thread-linger", "0.2"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    crate::common::serve(name, &args)
 }
 
 /// A numeric field of /proc/PID/status (`Threads`, `VmRSS` in KiB, ...).
@@ -112,15 +103,6 @@ fn wait_for_baseline(server: &Server, baseline: (u64, u64), within: Duration) {
         }
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn assert_no_panic(server: &Server) {
-    let log = server.log_text();
-    assert!(
-        !log.contains("panicked"),
-        "a server thread panicked:\n{}",
-        server.log()
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -968,7 +950,7 @@ fn thousands_of_connections_leave_threads_and_fds_at_baseline() {
         rss_kib(pid)
     );
     assert!(server.exited().is_none(), "server died:\n{}", server.log());
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1064,7 +1046,7 @@ fn random_bytes_never_kill_the_server() {
     ws_echo(&mut ws, "still echoing");
     drop(ws);
     wait_for_baseline(&server, baseline, Duration::from_secs(5));
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 #[test]
@@ -1095,10 +1077,9 @@ fn request_with_100_header_lines_gets_431() {
 #[test]
 fn out_of_descriptors_backs_off_and_recovers() {
     if Command::new("prlimit").arg("--version").output().is_err() {
-        eprintln!("skipped: prlimit (util-linux) is not installed");
+        crate::common::prerequisite_missing("prlimit (Debian package util-linux)");
         return;
     }
-    let port = free_port();
     let mut cmd = Command::new("prlimit");
     cmd.args([
         "--nofile=32:32",
@@ -1108,10 +1089,10 @@ fn out_of_descriptors_backs_off_and_recovers() {
         "--thread-linger",
         "0.2",
     ])
-    .args(["--addr", &format!("127.0.0.1:{port}")])
+    .args(["--addr", "127.0.0.1:0"])
     .args(["--max-conns", "100", "--handshake-timeout", "10"]);
-    let mut server = Server::start("no-fds", cmd, port);
-    let pid = server.pid();
+    let mut server = Server::launch("no-fds", cmd);
+    let (port, pid) = (server.port, server.pid());
     let held: Vec<TcpStream> = (0..60).map(|_| connect(port)).collect();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !server.log_text().contains("accept failed") {
@@ -1236,7 +1217,7 @@ fn frames_sent_right_behind_the_upgrade_request_are_echoed_at_once() {
 
 #[test]
 fn idle_timeout_not_longer_than_ping_interval_is_a_usage_error() {
-    let done = common::run(
+    let done = crate::common::run(
         "wsecho serve",
         Command::new(wsecho()).args(["serve", "--ping-interval", "2", "--idle-timeout", "1"]),
         None,
@@ -1252,37 +1233,25 @@ fn idle_timeout_not_longer_than_ping_interval_is_a_usage_error() {
 
 #[test]
 fn a_stderr_nobody_reads_neither_stalls_echoes_nor_shutdown() {
-    let port = free_port();
-    // Not --quiet: every message logs a line, into a pipe this test never reads.
-    let mut child = Command::new(wsecho())
-        .args([
-            "serve",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--grace",
-            "0.5",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start wsecho serve");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !common::port_accepts(port) {
-        assert!(Instant::now() < deadline, "server not accepting");
-        thread::sleep(Duration::from_millis(20));
-    }
+    // Not --quiet: every message logs a line, into a pipe this test reads only up to the
+    // `listening on` line that says which port the kernel gave the server.
+    let mut child = KillOnDrop::spawn(
+        "wsecho serve",
+        Command::new(wsecho())
+            .args(["serve", "--addr", "127.0.0.1:0", "--grace", "0.5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let mut stderr = child.stderr.take().expect("stderr pipe");
+    let port = read_listening_port(&mut stderr, Duration::from_secs(20));
     let mut ws = ws_connect(port).expect("upgrade");
     let text = "x".repeat(500);
     for _ in 0..1000 {
         ws_echo(&mut ws, &text); // ~500 KiB of log lines: far over a pipe's 64 KiB
     }
     drop(ws);
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: kill(2) only sends SIGINT to the child this test started.
-    unsafe {
-        libc::kill(pid, libc::SIGINT);
-    }
+    child.sigint();
     let stopped = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -1295,7 +1264,7 @@ fn a_stderr_nobody_reads_neither_stalls_echoes_nor_shutdown() {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    drop(child.stderr.take());
+    drop(stderr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1355,54 +1324,5 @@ fn serve_restarts_itself_once_with_glibc_thread_cache_off_keeping_other_tunables
         assert_eq!(tunables, expected, "given {given:?}");
         let args = proc_strings(server.pid(), "cmdline");
         assert_eq!(args[1..5], ["serve", "--quiet", "--addr", addr.as_str()]);
-    }
-}
-
-/// A setuid copy runs in glibc's secure mode, which drops the tunable from the environment:
-/// the server must start anyway instead of restarting itself forever.
-#[cfg(target_env = "gnu")]
-#[test]
-fn a_setuid_copy_starts_instead_of_restarting_forever() {
-    use std::os::unix::fs::PermissionsExt;
-    let uid = fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2).unwrap_or("").to_string())
-        })
-        .unwrap_or_default();
-    if uid != "0" || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and setpriv to run a setuid copy as another user");
-        return;
-    }
-    struct RemoveOnDrop(std::path::PathBuf);
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-    let dir = std::env::temp_dir().join(format!("wsecho-setuid-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
-    let _remove = RemoveOnDrop(dir.clone());
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.join("wsecho");
-    fs::copy(wsecho(), &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o4755)).unwrap();
-    let port = free_port();
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&copy)
-        .args(["serve", "--quiet", "--addr", &format!("127.0.0.1:{port}")]);
-    // Panics (with the log) unless it accepts within 5 s.
-    let server = Server::start("setuid", cmd, port);
-    let status = fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    drop(server);
-    let euid = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2));
-    if euid != Some("0") {
-        eprintln!("setuid had no effect here (a nosuid mount?): the copy ran unprivileged");
     }
 }

@@ -1,15 +1,13 @@
 //! `wsecho dial`, black box: the real binary against `wsecho serve` and against small
 //! tungstenite peers written here, over loopback sockets. Every wait has a deadline.
 
-mod common;
-
-use common::{Finished, Server, free_port, port_accepts, run, wsecho};
+use crate::common::{Finished, Running, Server, free_port, run, wsecho};
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 use tungstenite::error::Error as WsError;
 use tungstenite::handshake::derive_accept_key;
@@ -39,13 +37,9 @@ fn serve() -> Server {
     serve_with(&[])
 }
 
-/// `wsecho serve` with `extra` flags on a fresh loopback port, killed on drop.
+/// `wsecho serve` with `extra` flags on a port of its own, killed on drop.
 fn serve_with(extra: &[&str]) -> Server {
-    let port = free_port();
-    let mut cmd = Command::new(wsecho());
-    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .args(extra);
-    Server::start("dial-serve", cmd, port)
+    crate::common::serve("dial-serve", extra)
 }
 
 fn addr(port: u16) -> String {
@@ -59,16 +53,8 @@ fn url(port: u16, path: &str) -> String {
 /// Runs `wsecho dial ARGS` to completion (no stdin).
 fn run_dial(args: &[&str]) -> Finished {
     let done = run("wsecho dial", &mut dial(args), None, LIMIT);
-    assert_no_panic(&done);
+    done.assert_no_panic();
     done
-}
-
-fn assert_no_panic(done: &Finished) {
-    assert!(
-        !done.stdout.contains("panicked") && !done.stderr.contains("panicked"),
-        "wsecho panicked: {}",
-        done.describe()
-    );
 }
 
 fn assert_exit(done: &Finished, code: i32) {
@@ -83,7 +69,7 @@ fn assert_exit(done: &Finished, code: i32) {
 /// Exit 1 with nothing on stdout and exactly one diagnostic line (besides 'connecting to')
 /// that contains every one of `needles`.
 fn assert_fails_with(done: &Finished, needles: &[&str]) {
-    assert_no_panic(done);
+    done.assert_no_panic();
     assert_exit(done, 1);
     assert_eq!(done.stdout, "", "stdout: {}", done.describe());
     let said = one_diagnostic(done);
@@ -98,7 +84,7 @@ fn assert_fails_with(done: &Finished, needles: &[&str]) {
 
 /// Exit 2 (usage) with one line naming each of `needles` and pointing to the help.
 fn assert_usage_error(done: &Finished, needles: &[&str]) {
-    assert_no_panic(done);
+    done.assert_no_panic();
     assert_exit(done, 2);
     let said = one_diagnostic(done);
     for needle in needles.iter().chain(&["--help"]) {
@@ -123,123 +109,6 @@ fn one_diagnostic(done: &Finished) -> String {
         done.describe()
     );
     lines[0].to_string()
-}
-
-/// A process running in the background, its stdout read line by line as it comes;
-/// killed on drop.
-struct Running {
-    what: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Running {
-    fn start(what: &str, mut cmd: Command) -> Running {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let mut out = BufReader::new(child.stdout.take().expect("stdout pipe"));
-        let stdout = thread::spawn(move || {
-            let mut all = String::new();
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match out.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return all,
-                    Ok(_) => {}
-                }
-                let text = String::from_utf8_lossy(&line).into_owned();
-                all.push_str(&text);
-                let _ = tx.send(text);
-            }
-        });
-        let mut err = child.stderr.take().expect("stderr pipe");
-        let stderr = thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = err.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        });
-        Running {
-            what: what.to_string(),
-            child,
-            lines,
-            stdout: Some(stdout),
-            stderr: Some(stderr),
-        }
-    }
-
-    fn sigint(&self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on the pid of our own child, which is not reaped yet.
-        let rc = unsafe { libc::kill(pid, libc::SIGINT) };
-        assert_eq!(rc, 0, "{}: kill -INT failed", self.what);
-    }
-
-    /// The next line on stdout; panics after `limit`.
-    fn next_line(&mut self, limit: Duration) -> String {
-        match self.lines.recv_timeout(limit) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = self.child.kill();
-                let status = self.child.wait().expect("wait after kill");
-                let done = self.collect(status);
-                panic!(
-                    "{}: no line on stdout within {limit:?}\n{}",
-                    self.what,
-                    done.describe()
-                );
-            }
-        }
-    }
-
-    /// Waits for the process to exit (panics after `limit`); returns its output and when
-    /// the exit was seen (polled every 5 ms).
-    fn wait(mut self, limit: Duration) -> (Finished, Instant) {
-        let start = Instant::now();
-        loop {
-            match self.child.try_wait().expect("try_wait") {
-                Some(status) => {
-                    let exited = Instant::now();
-                    let done = self.collect(status);
-                    assert_no_panic(&done);
-                    return (done, exited);
-                }
-                None if start.elapsed() > limit => {
-                    let _ = self.child.kill();
-                    let status = self.child.wait().expect("wait after kill");
-                    let done = self.collect(status);
-                    panic!(
-                        "{}: still running after {limit:?}, killed\n{}",
-                        self.what,
-                        done.describe()
-                    );
-                }
-                None => thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    }
-
-    fn collect(&mut self, status: ExitStatus) -> Finished {
-        let join = |h: Option<JoinHandle<String>>| h.map(|h| h.join().unwrap()).unwrap_or_default();
-        Finished {
-            status,
-            stdout: join(self.stdout.take()),
-            stderr: join(self.stderr.take()),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---- in-test peers ----------------------------------------------------------------------
@@ -704,7 +573,7 @@ fn run_stdin(args: &[&str], input: &[u8]) -> Finished {
     let mut cmd = dial(args);
     cmd.args(["--wait", WAIT]);
     let done = run("wsecho dial --stdin", &mut cmd, Some(input.to_vec()), LIMIT);
-    assert_no_panic(&done);
+    done.assert_no_panic();
     done
 }
 
@@ -767,18 +636,8 @@ fn stdin_empty_exits_0_without_output() {
 
 #[test]
 fn server_shutting_down_with_1001_ends_dial_with_0() {
-    let port = free_port();
-    let mut cmd = Command::new(wsecho());
-    cmd.args(["serve", "--addr", &addr(port)]);
-    let server = Running::start("wsecho serve", cmd);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !port_accepts(port) {
-        assert!(
-            Instant::now() < deadline,
-            "wsecho serve not accepting on {port}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    let mut server = serve();
+    let port = server.port;
     let mut client = Running::start(
         "wsecho dial",
         dial(&["--addr", &addr(port), "--interval", "0.1"]),
@@ -789,8 +648,19 @@ fn server_shutting_down_with_1001_ends_dial_with_0() {
     let (done, _) = client.wait(Duration::from_secs(5));
     assert_exit(&done, 0);
     assert!(done.stderr.contains("1001"), "{}", done.describe());
-    let (served, _) = server.wait(Duration::from_secs(5));
-    assert_exit(&served, 0);
+    let (served, _) = server.wait_exit(Duration::from_secs(5)).unwrap_or_else(|| {
+        panic!(
+            "wsecho serve still running 5 s after SIGINT\n{}",
+            server.log()
+        )
+    });
+    server.assert_no_panic();
+    assert_eq!(
+        served.code(),
+        Some(0),
+        "wsecho serve: {served}\n{}",
+        server.log()
+    );
 }
 
 #[test]
@@ -976,7 +846,7 @@ fn silent_server_times_out_the_handshake_with_exit_1() {
     let start = Instant::now();
     let done = run_dial(&[&url(port, "/echo"), "--connect-timeout", "0.5"]);
     let took = start.elapsed();
-    assert_no_panic(&done);
+    done.assert_no_panic();
     assert_exit(&done, 1);
     let said = one_diagnostic(&done);
     assert!(
@@ -1183,7 +1053,7 @@ fn bulk_stdin_with_large_lines_round_trips_without_stalling() {
         Some(input.clone()),
         Duration::from_secs(60),
     );
-    assert_no_panic(&done);
+    done.assert_no_panic();
     assert_exit(&done, 0);
     assert!(
         done.stdout.as_bytes() == input.as_slice(),

@@ -1,19 +1,17 @@
-//! Interop with real peers (issue 7): wsecho against WebSocket programs built on
+//! Interop with real peers: wsecho against WebSocket programs built on
 //! independent libraries: Go gorilla/websocket, Python `websockets`, Node `ws`.
 //! The peers live in tests/peers/ and are installed by tests/peers/setup.sh, so
 //! every test here is ignored by default (plain `cargo test` stays hermetic):
 //!
-//!     bash tests/peers/setup.sh && cargo test --test interop -- --include-ignored
+//!     bash tests/peers/setup.sh && cargo test --test it interop -- --include-ignored
 //!
 //! A missing peer fails the test with a message naming setup.sh.
 
-mod common;
-
-use common::{Finished, Server, free_port, repo_root, run, wsecho};
-use std::io::{Read, Write};
+use crate::common::{Feed, Finished, Output, Server, free_port, repo_root, run, run_fed, wsecho};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, Command, ExitStatus};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -80,12 +78,7 @@ fn start_py_server() -> Server {
 }
 
 fn start_wsecho_serve() -> Server {
-    let port = free_port();
-    let mut cmd = Command::new(wsecho());
-    cmd.arg("serve")
-        .arg("--addr")
-        .arg(format!("127.0.0.1:{port}"));
-    Server::start("wsecho-serve", cmd, port)
+    crate::common::serve("wsecho-serve", &[])
 }
 
 /// Runs a peer client against `server`; it must exit 0 and print `ok` last.
@@ -240,25 +233,27 @@ fn wsecho_dial_count_to_python_server() {
     dial_count(start_py_server());
 }
 
-// ---- the peers against each other (a failure here is the peers', not wsecho's) --
+// ---- calibration: the peers against each other, no wsecho involved ------------------
+// These prove the peers themselves speak WebSocket to each other: when they pass and a test
+// above fails, the failure is wsecho's, not the peer's.
 
 #[test]
 #[ignore = "needs peers: run tests/peers/setup.sh"]
-fn peers_go_client_to_python_server() {
+fn calibration_go_client_to_python_server() {
     let server = start_py_server();
     client_passes("go-echo-client", go_client_cmd(&server.echo_url()), &server);
 }
 
 #[test]
 #[ignore = "needs peers: run tests/peers/setup.sh"]
-fn peers_python_client_to_go_server() {
+fn calibration_python_client_to_go_server() {
     let server = start_go_server();
     client_passes("py-echo-client", py_client_cmd(&server.echo_url()), &server);
 }
 
 #[test]
 #[ignore = "needs peers: run tests/peers/setup.sh"]
-fn peers_node_client_to_go_server() {
+fn calibration_node_client_to_go_server() {
     let server = start_go_server();
     client_passes(
         "node-echo-client",
@@ -289,18 +284,8 @@ impl Dialed {
             self.took,
             self.stdout.len(),
             String::from_utf8_lossy(start),
-            common::clip(&self.stderr)
+            crate::common::clip(&self.stderr)
         )
-    }
-}
-
-/// Kills (and reaps) the child when dropped, so a failing assertion leaves nothing running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -314,57 +299,21 @@ fn dial_fed(
     limit: Duration,
 ) -> Dialed {
     let what = format!("wsecho dial {url} {}", extra.join(" "));
-    let start = Instant::now();
-    let mut child = KillOnDrop(
-        Command::new(wsecho())
-            .arg("dial")
-            .arg(url)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: cannot start: {e}")),
+    let dialed = |done: Output| Dialed {
+        what: what.clone(),
+        status: done.status,
+        stdout: done.stdout,
+        stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+        took: done.took,
+    };
+    let done = run_fed(
+        &what,
+        Command::new(wsecho()).arg("dial").arg(url).args(extra),
+        Some(Box::new(feed) as Feed),
+        limit,
+        |done| dialed(done.clone()).describe(),
     );
-    let mut stdin = child.0.stdin.take().expect("stdin pipe");
-    thread::spawn(move || {
-        let _ = feed(&mut stdin);
-    });
-    let stdout = read_all(child.0.stdout.take().expect("stdout pipe"));
-    let stderr = read_all(child.0.stderr.take().expect("stderr pipe"));
-    let status = loop {
-        match child.0.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() > limit => break None,
-            Ok(None) => thread::sleep(Duration::from_millis(10)),
-            Err(e) => panic!("{what}: wait: {e}"),
-        }
-    };
-    let took = start.elapsed();
-    let timed_out = status.is_none();
-    let status = status.unwrap_or_else(|| {
-        let _ = child.0.kill();
-        child.0.wait().expect("wait after kill")
-    });
-    let done = Dialed {
-        what,
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
-        took,
-    };
-    if timed_out {
-        panic!("still running after {limit:?}, killed: {}", done.describe());
-    }
-    done
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+    dialed(done)
 }
 
 /// Feeds `data` at once, then ends stdin.
@@ -384,21 +333,6 @@ fn feed_later(
         stdin.flush()?;
         thread::sleep(after);
         Ok(())
-    }
-}
-
-/// Waits up to 5 s for the server's log to contain `needle` (peers log a close after
-/// replying to it, so possibly just after dial has exited).
-fn wait_for_log(server: &Server, needle: &str, context: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !server.log_text().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{} never logged {needle:?}: {context}\n{}",
-            server.name,
-            server.log()
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -591,7 +525,7 @@ fn dial_closes_with_1000(server: Server) {
         "want exit 0 and 'bye' echoed: {context}\n{}",
         server.log()
     );
-    wait_for_log(&server, "client close code 1000", &context);
+    server.wait_for_log_about("client close code 1000", Duration::from_secs(5), &context);
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! `wsecho serve`, black box: the real binary on a fresh loopback port, spoken to with raw
 //! HTTP over `TcpStream` and with tungstenite's sync client. Every wait has a deadline.
 
-mod common;
-
-use common::{Finished, Server, free_port, run, wsecho};
+use crate::common::{Finished, run, serve, wsecho};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
@@ -25,67 +23,6 @@ const WAIT: Duration = Duration::from_secs(5);
 const RUN_LIMIT: Duration = Duration::from_secs(5);
 
 type Ws = WebSocket<TcpStream>;
-
-// ---- the server -------------------------------------------------------------------------
-
-/// `wsecho serve --addr 127.0.0.1:PORT ARGS`, ready: accepting, its Ctrl-C handler set
-/// (it logs `listening on` only after that).
-fn serve(name: &str, args: &[&str]) -> Server {
-    let port = free_port();
-    let mut cmd = Command::new(wsecho());
-    cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}")])
-        .args(args);
-    let server = Server::start(name, cmd, port);
-    wait_for_log(&server, "listening on", WAIT);
-    server
-}
-
-/// Polls the server's log until it contains `needle`; returns the whole log then.
-fn wait_for_log(server: &Server, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = server.log_text();
-        if text.contains(needle) {
-            return text;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "no {needle:?} in the log after {within:?}\n{}",
-                server.log()
-            );
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Fails if the server's log shows a panic.
-fn assert_no_panic(server: &Server) {
-    assert!(
-        !server.log_text().contains("panicked"),
-        "wsecho serve panicked\n{}",
-        server.log()
-    );
-}
-
-fn sigint(server: &Server) {
-    // SAFETY: kill(2) with a pid we spawned and still hold (not yet reaped).
-    let rc = unsafe { libc::kill(server.pid() as i32, libc::SIGINT) };
-    assert_eq!(rc, 0, "kill(SIGINT) failed");
-}
-
-/// Waits until the server process exits; its status and when, or `None` after `within`.
-fn wait_exit(server: &mut Server, within: Duration) -> Option<(ExitStatus, Instant)> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = server.exited() {
-            return Some((status, Instant::now()));
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
 
 // ---- raw HTTP ---------------------------------------------------------------------------
 
@@ -357,7 +294,7 @@ fn get_root_serves_the_page_as_utf8_html_with_its_controls() {
         .map(|(_, s)| s)
         .expect("a <script> element");
     assert!(script.contains("/echo"), "the script never names /echo");
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 #[test]
@@ -376,7 +313,7 @@ fn head_root_has_the_page_length_but_no_body() {
         "HEAD got a body of {} bytes",
         reply.body.len()
     );
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 #[test]
@@ -455,7 +392,7 @@ fn malformed_request_heads_are_400() {
             reply.raw
         );
     }
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 #[test]
@@ -674,7 +611,7 @@ fn hundred_concurrent_clients_get_fifty_echoes_each_in_order() {
         &failures[..failures.len().min(5)],
         server.log()
     );
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 // ---- 6. origin --------------------------------------------------------------------------
@@ -733,7 +670,7 @@ fn log_shows_recv_for_text_and_size_for_binary() {
     let mut ws = ws(server.port);
     echo(&mut ws, Message::text("hello log"));
     echo(&mut ws, Message::binary(vec![7u8; 3]));
-    let log = wait_for_log(&server, "recv: 3 bytes binary", WAIT);
+    let log = server.wait_for_log("recv: 3 bytes binary", WAIT);
     assert!(log.lines().any(|l| l == "recv: hello log"), "{log}");
     close_normally(&mut ws);
 }
@@ -744,7 +681,7 @@ fn log_shows_open_and_close_1000_with_the_peer() {
     let mut ws = ws(server.port);
     let peer = ws.get_ref().local_addr().unwrap();
     close_normally(&mut ws);
-    let log = wait_for_log(&server, &format!("close {peer}: 1000"), WAIT);
+    let log = server.wait_for_log(&format!("close {peer}: 1000"), WAIT);
     assert!(log.lines().any(|l| l == format!("open {peer}")), "{log}");
     assert!(
         log.lines().any(|l| l == format!("close {peer}: 1000")),
@@ -760,7 +697,7 @@ fn quiet_drops_recv_lines_but_keeps_open_and_close() {
     echo(&mut ws, Message::text("secret"));
     echo(&mut ws, Message::binary(vec![1u8]));
     close_normally(&mut ws);
-    let log = wait_for_log(&server, &format!("close {peer}: 1000"), WAIT);
+    let log = server.wait_for_log(&format!("close {peer}: 1000"), WAIT);
     assert!(log.contains(&format!("open {peer}")), "{log}");
     assert!(
         !log.contains("recv:"),
@@ -775,7 +712,7 @@ fn control_characters_in_text_are_escaped_in_the_log() {
     let peer = ws.get_ref().local_addr().unwrap();
     echo(&mut ws, Message::text("a\nb"));
     close_normally(&mut ws);
-    let log = wait_for_log(&server, &format!("close {peer}"), WAIT);
+    let log = server.wait_for_log(&format!("close {peer}"), WAIT);
     assert!(log.lines().any(|l| l == "recv: a\\nb"), "{log}");
     assert!(
         !log.lines().any(|l| l == "b"),
@@ -794,7 +731,7 @@ fn sigint_sends_close_1001_to_every_client_and_exits_0_within_grace() {
         assert_eq!(echo(ws, Message::text(&text)), Message::text(text));
     }
     let signalled = Instant::now();
-    sigint(&server);
+    server.sigint();
     for (i, ws) in clients.iter_mut().enumerate() {
         let frame = expect_close(ws);
         assert_eq!(
@@ -807,11 +744,12 @@ fn sigint_sends_close_1001_to_every_client_and_exits_0_within_grace() {
     for ws in &mut clients {
         while ws.read().is_ok() {}
     }
-    let (status, at) = wait_exit(&mut server, Duration::from_millis(2500))
+    let (status, at) = server
+        .wait_exit(Duration::from_millis(2500))
         .unwrap_or_else(|| panic!("still running 2.5 s after SIGINT\n{}", server.log()));
     assert!(status.success(), "exit {status}\n{}", server.log());
     assert!(at - signalled < Duration::from_millis(2500));
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 #[test]
@@ -822,7 +760,7 @@ fn connections_after_sigint_are_refused() {
     let mut server = serve("sigint-refuse", &["--grace", "10"]);
     let mut holder = ws(server.port);
     assert_eq!(echo(&mut holder, Message::text("x")), Message::text("x"));
-    sigint(&server);
+    server.sigint();
     let frame = expect_close(&mut holder);
     assert_eq!(frame.map(|f| f.code), Some(CloseCode::Away));
     assert!(server.exited().is_none(), "exited before the grace period");
@@ -846,7 +784,7 @@ fn connections_after_sigint_are_refused() {
         }
     }
     drop(holder);
-    let (status, _) = wait_exit(&mut server, WAIT).expect("exit after SIGINT");
+    let (status, _) = server.wait_exit(WAIT).expect("exit after SIGINT");
     assert!(status.success(), "exit {status}\n{}", server.log());
 }
 
@@ -855,7 +793,7 @@ fn sigint_with_a_client_that_never_answers_exits_0_after_the_grace() {
     let mut server = serve("sigint-grace", &["--grace", "0.5"]);
     let mut silent = raw_ws(server.port);
     let signalled = Instant::now();
-    sigint(&server);
+    server.sigint();
     // The Close arrives (unmasked, 1001 first) and is never answered.
     let mut head = [0u8; 4];
     silent
@@ -865,7 +803,8 @@ fn sigint_with_a_client_that_never_answers_exits_0_after_the_grace() {
     assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1001);
     // Seconds of margin over the 0.5 s grace for a loaded machine, still well short of the
     // 5 s a server waiting out its close timeout (rather than the grace) would take.
-    let (status, at) = wait_exit(&mut server, WAIT)
+    let (status, at) = server
+        .wait_exit(WAIT)
         .unwrap_or_else(|| panic!("still running 5 s after SIGINT\n{}", server.log()));
     assert!(status.success(), "exit {status}\n{}", server.log());
     let took = at - signalled;
@@ -874,7 +813,7 @@ fn sigint_with_a_client_that_never_answers_exits_0_after_the_grace() {
         "exited {took:?} after SIGINT with --grace 0.5"
     );
     drop(silent);
-    assert_no_panic(&server);
+    server.assert_no_panic();
 }
 
 #[test]
@@ -892,10 +831,10 @@ fn handshake_finished_during_shutdown_still_gets_close_1001_before_the_grace_end
     // in the order they connected, one at a time, so once a later one is answered, `late` is
     // with a connection thread.
     assert_eq!(get(server.port, "/").status, 200);
-    sigint(&server);
+    server.sigint();
     // Stopping has begun once the listener is gone.
     let deadline = Instant::now() + WAIT;
-    while common::port_accepts(server.port) {
+    while crate::common::port_accepts(server.port) {
         assert!(Instant::now() < deadline, "still listening after SIGINT");
         thread::sleep(Duration::from_millis(10));
     }
@@ -929,7 +868,7 @@ fn handshake_finished_during_shutdown_still_gets_close_1001_before_the_grace_end
         );
     }
     drop(late);
-    let (status, _) = wait_exit(&mut server, WAIT).expect("exit after SIGINT");
+    let (status, _) = server.wait_exit(WAIT).expect("exit after SIGINT");
     assert!(status.success(), "exit {status}\n{}", server.log());
 }
 

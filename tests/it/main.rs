@@ -1,0 +1,15 @@
+//! wsecho's integration tests: one crate, so that each helper exists once (in `common`), and
+//! one binary, so that one `cargo test` run builds and links them once.
+//!
+//! Every test runs the real binary over real sockets. The ones that need real peers (Go,
+//! Python, Node, Chromium) are `#[ignore]`d in a plain `cargo test`; run them with
+//! `cargo test -- --include-ignored` after `tests/peers/setup.sh` and
+//! `tests/peers/browser/setup.sh` (scripts/test.sh does all of it).
+
+mod common;
+
+mod browser;
+mod dial;
+mod interop;
+mod robustness;
+mod serve;
