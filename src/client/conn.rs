@@ -3,7 +3,7 @@
 
 use super::Error;
 use super::target::Target;
-use crate::link::{Link, ReadBuf, Session, Tcp};
+use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -61,7 +61,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
     // The bytes that came behind the 101 are the reader's first input, not the context's, so
     // they go through the same path as every later read.
     let ctx = WebSocketContext::new(Role::Client, Some(config));
-    let link = Arc::new(Link::new(ctx, Role::Client, Tcp(stream.clone())));
+    let link = Arc::new(Link::new(ctx, Role::Client, DeadlineWriter(stream.clone())));
     let reader_waiting = Arc::new(AtomicBool::new(false));
     let reader = Reader {
         stream,
@@ -72,7 +72,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
         close: None,
         ping_interval: options.ping_interval,
         pinged: false,
-        armed: None,
+        read_timeout: ReadTimeout::new(),
         pending: surplus,
         max_pending: options
             .max_message
@@ -131,6 +131,7 @@ fn handshake(
     let head = HeadOnly {
         stream,
         deadline,
+        timeout: ReadTimeout::new(),
         buf: Vec::new(),
         served: 0,
         end: None,
@@ -188,6 +189,7 @@ struct HeadOnly<'a> {
     stream: &'a TcpStream,
     /// The connect deadline: a server that trickles its head byte by byte still ends by it.
     deadline: Instant,
+    timeout: ReadTimeout,
     buf: Vec<u8>,
     served: usize,
     end: Option<usize>,
@@ -216,11 +218,7 @@ impl Read for HeadOnly<'_> {
                     "response head too large",
                 ));
             }
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.stream.set_read_timeout(Some(left))?;
+            self.timeout.until(self.stream, self.deadline)?;
             let mut chunk = [0u8; 2048];
             // A signal interrupts a read under a timeout even with SA_RESTART. Ctrl-C's handler
             // ends dial itself before the connection is open, so the read only goes on (the
@@ -276,13 +274,13 @@ pub enum Incoming {
 /// The reading end: one thread calls [`Reader::recv`] in a loop.
 pub struct Reader {
     stream: Arc<TcpStream>,
-    link: Arc<Link<Tcp>>,
+    link: Arc<Link<DeadlineWriter>>,
     buf: ReadBuf,
     queue: VecDeque<Message>,
     close: Option<Option<CloseFrame>>,
     ping_interval: Duration,
     pinged: bool,
-    armed: Option<Duration>,
+    read_timeout: ReadTimeout,
     /// Bytes read but not handed to the context yet: those that came with the 101, and those
     /// read while a writer held the lock.
     pending: Vec<u8>,
@@ -331,12 +329,9 @@ impl Reader {
         } else {
             BUSY_POLL
         };
-        if self.armed != Some(timeout) {
-            self.stream
-                .set_read_timeout(Some(timeout))
-                .map_err(Error::Io)?;
-            self.armed = Some(timeout);
-        }
+        self.read_timeout
+            .set(&self.stream, timeout)
+            .map_err(Error::Io)?;
         let bytes = match self.buf.read_from(&*self.stream) {
             Ok([]) => {
                 self.hand_over_pending()?;
@@ -415,7 +410,7 @@ impl Reader {
         result.inspect_err(|_| {
             // We failed the connection (and sent our Close, if the peer broke the rules):
             // let the peer read it instead of a reset.
-            crate::link::linger(&self.stream);
+            crate::link::close_gently(&self.stream);
         })
     }
 }
@@ -427,7 +422,7 @@ const BUSY_POLL: Duration = Duration::from_millis(10);
 /// Queues the messages the session's input completes; sends the Close a broken rule calls
 /// for (1002, 1007, 1009); writes out pongs and close replies.
 fn take_messages(
-    s: &mut Session<'_, Tcp>,
+    s: &mut Session<'_, DeadlineWriter>,
     queue: &mut VecDeque<Message>,
     close: &mut Option<Option<CloseFrame>>,
 ) -> Result<(), Error> {
@@ -471,7 +466,7 @@ fn lost(e: WsError) -> Error {
 /// The writing end; any thread may send through a clone.
 #[derive(Clone)]
 pub struct Writer {
-    link: Arc<Link<Tcp>>,
+    link: Arc<Link<DeadlineWriter>>,
     /// Set while the reader holds bytes it could not hand over because a writer had the lock.
     reader_waiting: Arc<AtomicBool>,
 }
@@ -507,7 +502,7 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::head_end;
+    use super::*;
 
     #[test]
     fn the_head_ends_at_the_first_blank_line_whatever_the_line_endings() {

@@ -319,7 +319,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
         Err(e) => {
             if let Some(reply) = e.reply() {
                 reply.send(&stream);
-                crate::link::linger(&stream);
+                crate::link::close_gently(&stream);
             }
             return;
         }
@@ -331,7 +331,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
     let request = match http::route(request) {
         http::Route::Reply(reply) => {
             reply.send(&stream);
-            crate::link::linger(&stream);
+            crate::link::close_gently(&stream);
             return;
         }
         http::Route::Upgrade(request) => request,
@@ -345,7 +345,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
                 reply.detail()
             ));
             reply.send(&stream);
-            crate::link::linger(&stream);
+            crate::link::close_gently(&stream);
             return;
         }
         Err(None) => return,

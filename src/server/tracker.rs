@@ -5,7 +5,7 @@
 //! A WebSocket connection registers its [`Link`] on its ticket, which is how the stopping
 //! thread can send each one a Close 1001 while its own thread is blocked reading.
 
-use crate::link::{Link, Tcp};
+use crate::link::{DeadlineWriter, Link};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -18,7 +18,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 /// other: admission is one atomic, and a connection locks only its own shard of the registry.
 const SHARDS: usize = 16;
 
-type Shard = Mutex<HashMap<u64, Arc<Link<Tcp>>>>;
+type Shard = Mutex<HashMap<u64, Arc<Link<DeadlineWriter>>>>;
 
 pub(crate) struct Tracker {
     open: AtomicUsize,
@@ -94,7 +94,7 @@ impl Tracker {
     /// registers after its shard was read sees `stopping` set (the stop is flagged first,
     /// and registration and this read take the same shard lock) and says goodbye itself.
     pub(crate) fn say_goodbye(&self, deadline: Instant) {
-        let mut pending: Vec<Arc<Link<Tcp>>> = self
+        let mut pending: Vec<Arc<Link<DeadlineWriter>>> = self
             .shards
             .iter()
             .flat_map(|shard| lock(shard).values().cloned().collect::<Vec<_>>())
@@ -142,7 +142,7 @@ impl Tracker {
 
 impl Ticket {
     /// Makes the connection reachable for the goodbye at shutdown.
-    pub(crate) fn register(&self, link: Arc<Link<Tcp>>) {
+    pub(crate) fn register(&self, link: Arc<Link<DeadlineWriter>>) {
         lock(self.tracker.shard(self.id)).insert(self.id, link);
     }
 }
