@@ -7,8 +7,8 @@ use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::error::Error as WsError;
 use tungstenite::handshake::HandshakeError;
@@ -62,11 +62,11 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
     // they go through the same path as every later read.
     let ctx = WebSocketContext::new(Role::Client, Some(config));
     let link = Arc::new(Link::new(ctx, Role::Client, DeadlineWriter(stream.clone())));
-    let reader_waiting = Arc::new(AtomicBool::new(false));
+    let reader_turn = Arc::new(ReaderTurn::default());
     let reader = Reader {
         stream,
         link: link.clone(),
-        reader_waiting: reader_waiting.clone(),
+        reader_turn: reader_turn.clone(),
         buf: ReadBuf::new(),
         queue: VecDeque::new(),
         close: None,
@@ -79,13 +79,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
             .saturating_mul(2)
             .saturating_add(1 << 20),
     };
-    Ok((
-        reader,
-        Writer {
-            link,
-            reader_waiting,
-        },
-    ))
+    Ok((reader, Writer { link, reader_turn }))
 }
 
 fn open_tcp(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpStream, Error> {
@@ -287,7 +281,7 @@ pub struct Reader {
     /// How much may wait in `pending` before the server counts as flooding us.
     max_pending: usize,
     /// Tells writers that `pending` is waiting for the lock (see [`Writer::send`]).
-    reader_waiting: Arc<AtomicBool>,
+    reader_turn: Arc<ReaderTurn>,
 }
 
 impl Reader {
@@ -384,7 +378,7 @@ impl Reader {
         } else {
             self.pending.extend_from_slice(bytes);
         }
-        self.reader_waiting.store(true, Ordering::Release);
+        self.reader_turn.claim();
         if self.pending.len() > self.max_pending {
             return Err(Error::Lost(format!(
                 "the server sent over {} bytes while we could not process them",
@@ -406,7 +400,7 @@ impl Reader {
     }
 
     fn after_hand_over(&self, result: Result<(), Error>) -> Result<(), Error> {
-        self.reader_waiting.store(false, Ordering::Release);
+        self.reader_turn.release();
         result.inspect_err(|_| {
             // We failed the connection (and sent our Close, if the peer broke the rules):
             // let the peer read it instead of a reset.
@@ -467,8 +461,8 @@ fn lost(e: WsError) -> Error {
 #[derive(Clone)]
 pub struct Writer {
     link: Arc<Link<DeadlineWriter>>,
-    /// Set while the reader holds bytes it could not hand over because a writer had the lock.
-    reader_waiting: Arc<AtomicBool>,
+    /// Whether the reader holds bytes it could not hand over because a writer had the lock.
+    reader_turn: Arc<ReaderTurn>,
 }
 
 impl Writer {
@@ -476,12 +470,7 @@ impl Writer {
     /// read, it goes first (for at most 200 ms): a writer that kept the lock would leave the
     /// reader buffering echoes without end.
     pub fn send(&self, message: Message) -> Result<(), Error> {
-        for _ in 0..400 {
-            if !self.reader_waiting.load(Ordering::Acquire) {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
+        self.reader_turn.wait(READER_FIRST);
         self.link
             .with(&[], |s| s.send(message).and_then(|()| s.flush()))
             .map_err(lost)
@@ -500,9 +489,114 @@ impl Writer {
     }
 }
 
+/// The longest a writer lets the reader go first.
+const READER_FIRST: Duration = Duration::from_millis(200);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // A reader that stopped with bytes still waiting will never hand them over: writers
+        // must not wait for it.
+        self.reader_turn.release();
+    }
+}
+
+/// The reader's claim to go before writers. The reader claims it when it read bytes while a
+/// writer held the lock, and releases it once it has handed them over; a writer that finds it
+/// claimed sleeps until then, woken by the release. Whether it is claimed is one atomic, so
+/// neither side pays for a lock or a wake-up while nobody waits (the usual case).
+#[derive(Default)]
+struct ReaderTurn {
+    claimed: AtomicBool,
+    /// How many writers sleep on `released`; only then does a release wake anyone (a wake-up
+    /// is a system call even when nobody sleeps).
+    sleepers: Mutex<usize>,
+    released: Condvar,
+}
+
+impl ReaderTurn {
+    fn claim(&self) {
+        self.claimed.store(true, Ordering::Release);
+    }
+
+    fn release(&self) {
+        if self.claimed.swap(false, Ordering::AcqRel) {
+            // Taking the sleepers' lock orders this wake-up after a writer's check of
+            // `claimed`: a writer either saw it released or is asleep and counted.
+            let sleepers = lock(&self.sleepers);
+            if *sleepers > 0 {
+                self.released.notify_all();
+            }
+        }
+    }
+
+    /// Waits while the reader has claimed its turn, for at most `max`.
+    fn wait(&self, max: Duration) {
+        if !self.claimed.load(Ordering::Acquire) {
+            return;
+        }
+        let deadline = Instant::now() + max;
+        let mut sleepers = lock(&self.sleepers);
+        while self.claimed.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            *sleepers += 1;
+            sleepers = self
+                .released
+                .wait_timeout(sleepers, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+            *sleepers -= 1;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits until `n` writers sleep on `turn`.
+    fn until_asleep(turn: &ReaderTurn, n: usize) {
+        while *lock(&turn.sleepers) != n {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_writer_waiting_for_the_reader_wakes_when_the_reader_has_handed_over() {
+        let turn = Arc::new(ReaderTurn::default());
+        turn.claim();
+        let (woke, waking) = std::sync::mpsc::channel();
+        let writer = {
+            let turn = turn.clone();
+            // Far longer than the test may take: only the release can end this wait.
+            std::thread::spawn(move || {
+                turn.wait(Duration::from_secs(3600));
+                woke.send(()).unwrap();
+            })
+        };
+        until_asleep(&turn, 1);
+        turn.release();
+        waking
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the release did not wake the writer");
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_writer_goes_on_its_own_when_the_reader_takes_too_long() {
+        let turn = ReaderTurn::default();
+        turn.claim();
+        turn.wait(Duration::from_millis(1));
+        assert_eq!(*lock(&turn.sleepers), 0);
+    }
 
     #[test]
     fn the_head_ends_at_the_first_blank_line_whatever_the_line_endings() {
