@@ -211,7 +211,13 @@ impl Echo<'_> {
                 Turn::Continue => {}
                 Turn::Ended(end) => return end,
             }
-            if self.peer_close.is_none() && self.tracker.stopping() {
+            if wait != Wait::Closing && self.peer_close.is_none() && self.tracker.stopping() {
+                // The stopping thread leaves a connection it found busy to its own thread.
+                self.link.with(&[], |session| {
+                    if session.can_write() {
+                        let _ = session.close(going_away());
+                    }
+                });
                 wait = Wait::Closing;
             }
         }

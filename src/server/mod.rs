@@ -264,7 +264,7 @@ impl Server {
         }
         drop(self.listener);
         let deadline = Instant::now() + shared.config.grace;
-        shared.tracker.say_goodbye(deadline);
+        shared.tracker.say_goodbye();
         let left = shared.tracker.wait_until_empty(deadline);
         shared.log.line(format_args!(
             "stopped ({left} connections cut at the end of the grace period)"
