@@ -3,12 +3,12 @@
 
 use super::Error;
 use super::target::Target;
-use crate::link::{Link, ReadBuf, Session, Tcp};
+use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::error::Error as WsError;
 use tungstenite::handshake::HandshakeError;
@@ -61,31 +61,25 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
     // The bytes that came behind the 101 are the reader's first input, not the context's, so
     // they go through the same path as every later read.
     let ctx = WebSocketContext::new(Role::Client, Some(config));
-    let link = Arc::new(Link::new(ctx, Role::Client, Tcp(stream.clone())));
-    let reader_waiting = Arc::new(AtomicBool::new(false));
+    let link = Arc::new(Link::new(ctx, Role::Client, DeadlineWriter(stream.clone())));
+    let reader_turn = Arc::new(ReaderTurn::default());
     let reader = Reader {
         stream,
         link: link.clone(),
-        reader_waiting: reader_waiting.clone(),
+        reader_turn: reader_turn.clone(),
         buf: ReadBuf::new(),
         queue: VecDeque::new(),
         close: None,
         ping_interval: options.ping_interval,
         pinged: false,
-        armed: None,
+        read_timeout: ReadTimeout::new(),
         pending: surplus,
         max_pending: options
             .max_message
             .saturating_mul(2)
             .saturating_add(1 << 20),
     };
-    Ok((
-        reader,
-        Writer {
-            link,
-            reader_waiting,
-        },
-    ))
+    Ok((reader, Writer { link, reader_turn }))
 }
 
 fn open_tcp(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpStream, Error> {
@@ -131,6 +125,7 @@ fn handshake(
     let head = HeadOnly {
         stream,
         deadline,
+        timeout: ReadTimeout::new(),
         buf: Vec::new(),
         served: 0,
         end: None,
@@ -188,6 +183,7 @@ struct HeadOnly<'a> {
     stream: &'a TcpStream,
     /// The connect deadline: a server that trickles its head byte by byte still ends by it.
     deadline: Instant,
+    timeout: ReadTimeout,
     buf: Vec<u8>,
     served: usize,
     end: Option<usize>,
@@ -216,11 +212,7 @@ impl Read for HeadOnly<'_> {
                     "response head too large",
                 ));
             }
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            self.stream.set_read_timeout(Some(left))?;
+            self.timeout.until(self.stream, self.deadline)?;
             let mut chunk = [0u8; 2048];
             // A signal interrupts a read under a timeout even with SA_RESTART. Ctrl-C's handler
             // ends dial itself before the connection is open, so the read only goes on (the
@@ -276,20 +268,20 @@ pub enum Incoming {
 /// The reading end: one thread calls [`Reader::recv`] in a loop.
 pub struct Reader {
     stream: Arc<TcpStream>,
-    link: Arc<Link<Tcp>>,
+    link: Arc<Link<DeadlineWriter>>,
     buf: ReadBuf,
     queue: VecDeque<Message>,
     close: Option<Option<CloseFrame>>,
     ping_interval: Duration,
     pinged: bool,
-    armed: Option<Duration>,
+    read_timeout: ReadTimeout,
     /// Bytes read but not handed to the context yet: those that came with the 101, and those
     /// read while a writer held the lock.
     pending: Vec<u8>,
     /// How much may wait in `pending` before the server counts as flooding us.
     max_pending: usize,
     /// Tells writers that `pending` is waiting for the lock (see [`Writer::send`]).
-    reader_waiting: Arc<AtomicBool>,
+    reader_turn: Arc<ReaderTurn>,
 }
 
 impl Reader {
@@ -331,12 +323,9 @@ impl Reader {
         } else {
             BUSY_POLL
         };
-        if self.armed != Some(timeout) {
-            self.stream
-                .set_read_timeout(Some(timeout))
-                .map_err(Error::Io)?;
-            self.armed = Some(timeout);
-        }
+        self.read_timeout
+            .set(&self.stream, timeout)
+            .map_err(Error::Io)?;
         let bytes = match self.buf.read_from(&*self.stream) {
             Ok([]) => {
                 self.hand_over_pending()?;
@@ -389,7 +378,7 @@ impl Reader {
         } else {
             self.pending.extend_from_slice(bytes);
         }
-        self.reader_waiting.store(true, Ordering::Release);
+        self.reader_turn.claim();
         if self.pending.len() > self.max_pending {
             return Err(Error::Lost(format!(
                 "the server sent over {} bytes while we could not process them",
@@ -411,11 +400,11 @@ impl Reader {
     }
 
     fn after_hand_over(&self, result: Result<(), Error>) -> Result<(), Error> {
-        self.reader_waiting.store(false, Ordering::Release);
+        self.reader_turn.release();
         result.inspect_err(|_| {
             // We failed the connection (and sent our Close, if the peer broke the rules):
             // let the peer read it instead of a reset.
-            crate::link::linger(&self.stream);
+            crate::link::close_gently(&self.stream);
         })
     }
 }
@@ -427,7 +416,7 @@ const BUSY_POLL: Duration = Duration::from_millis(10);
 /// Queues the messages the session's input completes; sends the Close a broken rule calls
 /// for (1002, 1007, 1009); writes out pongs and close replies.
 fn take_messages(
-    s: &mut Session<'_, Tcp>,
+    s: &mut Session<'_, DeadlineWriter>,
     queue: &mut VecDeque<Message>,
     close: &mut Option<Option<CloseFrame>>,
 ) -> Result<(), Error> {
@@ -471,9 +460,9 @@ fn lost(e: WsError) -> Error {
 /// The writing end; any thread may send through a clone.
 #[derive(Clone)]
 pub struct Writer {
-    link: Arc<Link<Tcp>>,
-    /// Set while the reader holds bytes it could not hand over because a writer had the lock.
-    reader_waiting: Arc<AtomicBool>,
+    link: Arc<Link<DeadlineWriter>>,
+    /// Whether the reader holds bytes it could not hand over because a writer had the lock.
+    reader_turn: Arc<ReaderTurn>,
 }
 
 impl Writer {
@@ -481,12 +470,7 @@ impl Writer {
     /// read, it goes first (for at most 200 ms): a writer that kept the lock would leave the
     /// reader buffering echoes without end.
     pub fn send(&self, message: Message) -> Result<(), Error> {
-        for _ in 0..400 {
-            if !self.reader_waiting.load(Ordering::Acquire) {
-                break;
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
+        self.reader_turn.wait(READER_FIRST);
         self.link
             .with(&[], |s| s.send(message).and_then(|()| s.flush()))
             .map_err(lost)
@@ -505,9 +489,114 @@ impl Writer {
     }
 }
 
+/// The longest a writer lets the reader go first.
+const READER_FIRST: Duration = Duration::from_millis(200);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // A reader that stopped with bytes still waiting will never hand them over: writers
+        // must not wait for it.
+        self.reader_turn.release();
+    }
+}
+
+/// The reader's claim to go before writers. The reader claims it when it read bytes while a
+/// writer held the lock, and releases it once it has handed them over; a writer that finds it
+/// claimed sleeps until then, woken by the release. Whether it is claimed is one atomic, so
+/// neither side pays for a lock or a wake-up while nobody waits (the usual case).
+#[derive(Default)]
+struct ReaderTurn {
+    claimed: AtomicBool,
+    /// How many writers sleep on `released`; only then does a release wake anyone (a wake-up
+    /// is a system call even when nobody sleeps).
+    sleepers: Mutex<usize>,
+    released: Condvar,
+}
+
+impl ReaderTurn {
+    fn claim(&self) {
+        self.claimed.store(true, Ordering::Release);
+    }
+
+    fn release(&self) {
+        if self.claimed.swap(false, Ordering::AcqRel) {
+            // Taking the sleepers' lock orders this wake-up after a writer's check of
+            // `claimed`: a writer either saw it released or is asleep and counted.
+            let sleepers = lock(&self.sleepers);
+            if *sleepers > 0 {
+                self.released.notify_all();
+            }
+        }
+    }
+
+    /// Waits while the reader has claimed its turn, for at most `max`.
+    fn wait(&self, max: Duration) {
+        if !self.claimed.load(Ordering::Acquire) {
+            return;
+        }
+        let deadline = Instant::now() + max;
+        let mut sleepers = lock(&self.sleepers);
+        while self.claimed.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            *sleepers += 1;
+            sleepers = self
+                .released
+                .wait_timeout(sleepers, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+            *sleepers -= 1;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::head_end;
+    use super::*;
+
+    /// Waits until `n` writers sleep on `turn`.
+    fn until_asleep(turn: &ReaderTurn, n: usize) {
+        while *lock(&turn.sleepers) != n {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_writer_waiting_for_the_reader_wakes_when_the_reader_has_handed_over() {
+        let turn = Arc::new(ReaderTurn::default());
+        turn.claim();
+        let (woke, waking) = std::sync::mpsc::channel();
+        let writer = {
+            let turn = turn.clone();
+            // Far longer than the test may take: only the release can end this wait.
+            std::thread::spawn(move || {
+                turn.wait(Duration::from_secs(3600));
+                woke.send(()).unwrap();
+            })
+        };
+        until_asleep(&turn, 1);
+        turn.release();
+        waking
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the release did not wake the writer");
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_writer_goes_on_its_own_when_the_reader_takes_too_long() {
+        let turn = ReaderTurn::default();
+        turn.claim();
+        turn.wait(Duration::from_millis(1));
+        assert_eq!(*lock(&turn.sleepers), 0);
+    }
 
     #[test]
     fn the_head_ends_at_the_first_blank_line_whatever_the_line_endings() {

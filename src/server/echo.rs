@@ -12,7 +12,7 @@
 
 use super::Limits;
 use super::tracker::{Ticket, Tracker, going_away};
-use crate::link::{Link, ReadBuf, Session, Tcp};
+use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use crate::log::{Log, Printable};
 use std::io;
 use std::net::{SocketAddr, TcpStream};
@@ -68,7 +68,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
         tracker,
         ticket,
     } = conn;
-    let link = Arc::new(Link::new(ctx, Role::Server, Tcp(stream.clone())));
+    let link = Arc::new(Link::new(ctx, Role::Server, DeadlineWriter(stream.clone())));
     ticket.register(link.clone());
     log.line(format_args!("open {peer}"));
     let mut echo = Echo {
@@ -83,7 +83,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
     let end = echo.run(early);
     if let End::ClosedByServer(..) = end {
         // Our Close is written; let the peer read it rather than a reset.
-        crate::link::linger(&stream);
+        crate::link::close_gently(&stream);
     }
     match end {
         End::Closed(Some(f)) if f.reason.is_empty() => {
@@ -105,7 +105,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
 
 struct Echo<'a> {
     stream: &'a TcpStream,
-    link: &'a Link<Tcp>,
+    link: &'a Link<DeadlineWriter>,
     limits: &'a Limits,
     /// `None` with `--quiet`.
     log: Option<&'a Log>,
@@ -144,7 +144,7 @@ impl Echo<'_> {
         drop(early);
         let mut buf = ReadBuf::new();
         let mut wait = Wait::Ping;
-        let mut armed: Option<Duration> = None;
+        let mut read_timeout = ReadTimeout::new();
         if self.tracker.stopping() {
             // The server began stopping while this connection upgraded, perhaps after the
             // goodbye went round (registration and the goodbye's snapshot share one lock,
@@ -165,14 +165,10 @@ impl Echo<'_> {
                     .idle_timeout
                     .saturating_sub(self.limits.ping_interval),
                 Wait::Closing => CLOSE_TIMEOUT,
-            }
-            .max(Duration::from_millis(1));
+            };
             // Only a changed timeout costs a syscall: while messages flow it stays the same.
-            if armed != Some(timeout) {
-                if let Err(e) = self.stream.set_read_timeout(Some(timeout)) {
-                    return End::Broken(e.to_string());
-                }
-                armed = Some(timeout);
+            if let Err(e) = read_timeout.set(self.stream, timeout) {
+                return End::Broken(e.to_string());
             }
             let turn = match buf.read_from(self.stream) {
                 Ok([]) => return self.reset_end(),
@@ -215,14 +211,20 @@ impl Echo<'_> {
                 Turn::Continue => {}
                 Turn::Ended(end) => return end,
             }
-            if self.peer_close.is_none() && self.tracker.stopping() {
+            if wait != Wait::Closing && self.peer_close.is_none() && self.tracker.stopping() {
+                // The stopping thread leaves a connection it found busy to its own thread.
+                self.link.with(&[], |session| {
+                    if session.can_write() {
+                        let _ = session.close(going_away());
+                    }
+                });
                 wait = Wait::Closing;
             }
         }
     }
 
     /// Echoes every complete message in the input, then writes all of it out in one go.
-    fn turn(&mut self, session: &mut Session<'_, Tcp>) -> Turn {
+    fn turn(&mut self, session: &mut Session<'_, DeadlineWriter>) -> Turn {
         loop {
             match session.next_message() {
                 Ok(Some(message @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -256,7 +258,7 @@ impl Echo<'_> {
     }
 
     /// Pings a quiet peer; what it answers (anything) proves it is still there.
-    fn ping(&self, session: &mut Session<'_, Tcp>) -> Turn {
+    fn ping(&self, session: &mut Session<'_, DeadlineWriter>) -> Turn {
         if !session.can_write() {
             return Turn::Continue;
         }
@@ -271,7 +273,7 @@ impl Echo<'_> {
 
     /// Turns a tungstenite error into the end it means: the closing handshake completing,
     /// or a Close with the code the peer earned.
-    fn error_turn(&self, session: &mut Session<'_, Tcp>, e: WsError) -> Turn {
+    fn error_turn(&self, session: &mut Session<'_, DeadlineWriter>, e: WsError) -> Turn {
         let (code, why) = match e {
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 return Turn::Ended(End::Closed(self.peer_close.clone().flatten()));

@@ -8,6 +8,7 @@
 //! - other methods on these paths → 405 with `Allow`; other paths → 404;
 //! - a malformed head → 400, a head over the cap → 431, no head in time → 408.
 
+use crate::link::ReadTimeout;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
@@ -94,17 +95,16 @@ pub(crate) fn read_head(
     // so a handshake does not zero 8 KiB it never uses.
     let mut buf = vec![0u8; FIRST_READ.min(max + 1)];
     let mut filled = 0;
+    let mut timeout = ReadTimeout::new();
     loop {
         if filled == buf.len() {
             buf.resize((2 * buf.len()).min(max + 1), 0);
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(HeadError::TimedOut);
+        match timeout.until(stream, deadline) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeadError::TimedOut),
+            Err(_) => return Err(HeadError::Closed),
         }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|_| HeadError::Closed)?;
         let n = match (&*stream).read(&mut buf[filled..]) {
             Ok(0) => return Err(HeadError::Closed),
             Ok(n) => n,

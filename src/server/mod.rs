@@ -61,7 +61,7 @@ pub struct Limits {
     /// Heard nothing this long (not even a pong), the server closes with 1001.
     pub idle_timeout: Duration,
     /// A write (at most 64 KiB plus one fragment) the peer takes none of for this long, or
-    /// has not taken whole this long after it stalled, drops the connection (`link::Tcp`).
+    /// has not taken whole this long after it stalled, drops the connection (`link::DeadlineWriter`).
     pub write_timeout: Duration,
     /// Largest message, in bytes; larger ones get Close 1009.
     pub max_message: usize,
@@ -264,7 +264,7 @@ impl Server {
         }
         drop(self.listener);
         let deadline = Instant::now() + shared.config.grace;
-        shared.tracker.say_goodbye(deadline);
+        shared.tracker.say_goodbye();
         let left = shared.tracker.wait_until_empty(deadline);
         shared.log.line(format_args!(
             "stopped ({left} connections cut at the end of the grace period)"
@@ -319,7 +319,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
         Err(e) => {
             if let Some(reply) = e.reply() {
                 reply.send(&stream);
-                crate::link::linger(&stream);
+                crate::link::close_gently(&stream);
             }
             return;
         }
@@ -331,7 +331,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
     let request = match http::route(request) {
         http::Route::Reply(reply) => {
             reply.send(&stream);
-            crate::link::linger(&stream);
+            crate::link::close_gently(&stream);
             return;
         }
         http::Route::Upgrade(request) => request,
@@ -345,7 +345,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
                 reply.detail()
             ));
             reply.send(&stream);
-            crate::link::linger(&stream);
+            crate::link::close_gently(&stream);
             return;
         }
         Err(None) => return,

@@ -2,8 +2,8 @@
 //!
 //! At capacity the accept loop must answer `503` and move on at once: it never waits on a
 //! client. It writes the answer without blocking (a fresh socket's send buffer always has
-//! room for it) and hands the socket to one lingering thread, which drains what the client
-//! sends for a moment before closing. Closing at once would make the kernel reset the
+//! room for it) and hands the socket to one thread that closes it gently: it drains what the
+//! client sends for a moment before closing. Closing at once would make the kernel reset the
 //! connection over the unread request, and the client could lose the 503 it was sent.
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
@@ -13,10 +13,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a turned-away socket is drained before it is closed.
-const LINGER: Duration = Duration::from_secs(1);
-/// Sockets lingering at once; past this, new ones are closed straight away.
-const MAX_LINGERING: usize = 1024;
-/// How often the lingering sockets are drained.
+const DRAIN_FOR: Duration = Duration::from_secs(1);
+/// Sockets draining at once; past this, new ones are closed straight away.
+const MAX_DRAINING: usize = 1024;
+/// How often the draining sockets are read.
 const POLL: Duration = Duration::from_millis(20);
 
 pub(crate) struct Rejecter {
@@ -24,13 +24,13 @@ pub(crate) struct Rejecter {
 }
 
 impl Rejecter {
-    /// Starts the lingering thread; without it, rejected sockets are simply closed.
+    /// Starts the closing thread; without it, rejected sockets are simply closed.
     pub(crate) fn start() -> Rejecter {
-        let (tx, rx) = bounded(MAX_LINGERING);
+        let (tx, rx) = bounded(MAX_DRAINING);
         let started = thread::Builder::new()
             .name("wsecho-reject".into())
             .stack_size(64 * 1024)
-            .spawn(move || linger_all(rx));
+            .spawn(move || close_all_gently(rx));
         Rejecter {
             queue: started.ok().map(|_| tx),
         }
@@ -48,29 +48,31 @@ wsecho is at its connection limit; try again\n";
         let _ = (&stream).write(RESPONSE);
         let _ = stream.shutdown(Shutdown::Write);
         if let Some(queue) = &self.queue {
-            // With the lingering thread full or gone, the socket just closes here, dropped
+            // With the closing thread full or gone, the socket just closes here, dropped
             // with the error that hands it back.
             let _ = queue.try_send(stream);
         }
     }
 }
 
-fn linger_all(queue: Receiver<TcpStream>) {
-    let mut lingering: Vec<(TcpStream, Instant)> = Vec::new();
+/// The closing thread: drains every socket it is handed until its peer closes or
+/// `DRAIN_FOR` has passed, then closes it.
+fn close_all_gently(queue: Receiver<TcpStream>) {
+    let mut draining: Vec<(TcpStream, Instant)> = Vec::new();
     let mut scratch = [0u8; 4096];
     loop {
-        let next = if lingering.is_empty() {
+        let next = if draining.is_empty() {
             queue.recv().map_err(|_| RecvTimeoutError::Disconnected)
         } else {
             queue.recv_timeout(POLL)
         };
         match next {
-            Ok(stream) => lingering.push((stream, Instant::now() + LINGER)),
+            Ok(stream) => draining.push((stream, Instant::now() + DRAIN_FOR)),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let now = Instant::now();
-        lingering
+        draining
             .retain(|(stream, deadline)| now < *deadline && drained_and_open(stream, &mut scratch));
     }
 }

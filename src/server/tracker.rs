@@ -5,12 +5,11 @@
 //! A WebSocket connection registers its [`Link`] on its ticket, which is how the stopping
 //! thread can send each one a Close 1001 while its own thread is blocked reading.
 
-use crate::link::{Link, Tcp};
+use crate::link::{DeadlineWriter, Link};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
@@ -18,7 +17,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 /// other: admission is one atomic, and a connection locks only its own shard of the registry.
 const SHARDS: usize = 16;
 
-type Shard = Mutex<HashMap<u64, Arc<Link<Tcp>>>>;
+type Shard = Mutex<HashMap<u64, Arc<Link<DeadlineWriter>>>>;
 
 pub(crate) struct Tracker {
     open: AtomicUsize,
@@ -88,29 +87,24 @@ impl Tracker {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Sends Close 1001 to every registered connection. A connection whose lock is held (its
-    /// thread is writing) is retried until `deadline`; its own thread also checks
-    /// [`Tracker::stopping`] after every turn, so one of the two always sends it. One that
-    /// registers after its shard was read sees `stopping` set (the stop is flagged first,
-    /// and registration and this read take the same shard lock) and says goodbye itself.
-    pub(crate) fn say_goodbye(&self, deadline: Instant) {
-        let mut pending: Vec<Arc<Link<Tcp>>> = self
+    /// Sends Close 1001 to every registered connection that is not busy. One whose lock is
+    /// held (its thread is in a turn, perhaps blocked writing) is left to its own thread,
+    /// which checks [`Tracker::stopping`] after every turn and says goodbye itself, so that
+    /// nobody waits for the lock here. One that registers after its shard was read sees
+    /// `stopping` set too (the stop is flagged first, and registration and this read take the
+    /// same shard lock).
+    pub(crate) fn say_goodbye(&self) {
+        let links: Vec<Arc<Link<DeadlineWriter>>> = self
             .shards
             .iter()
             .flat_map(|shard| lock(shard).values().cloned().collect::<Vec<_>>())
             .collect();
-        while !pending.is_empty() && Instant::now() < deadline {
-            pending.retain(|link| {
-                link.try_with(&[], |session| {
-                    if session.can_write() {
-                        let _ = session.close(going_away());
-                    }
-                })
-                .is_none()
+        for link in links {
+            link.try_with(&[], |session| {
+                if session.can_write() {
+                    let _ = session.close(going_away());
+                }
             });
-            if !pending.is_empty() {
-                thread::sleep(Duration::from_millis(5));
-            }
         }
     }
 
@@ -142,7 +136,7 @@ impl Tracker {
 
 impl Ticket {
     /// Makes the connection reachable for the goodbye at shutdown.
-    pub(crate) fn register(&self, link: Arc<Link<Tcp>>) {
+    pub(crate) fn register(&self, link: Arc<Link<DeadlineWriter>>) {
         lock(self.tracker.shard(self.id)).insert(self.id, link);
     }
 }
@@ -178,7 +172,7 @@ mod tests {
         assert!(tracker.admit(2).is_none());
         drop(first);
         let third = tracker.admit(2).unwrap();
-        let panicked = thread::spawn(move || {
+        let panicked = std::thread::spawn(move || {
             let _held = second;
             panic!("a connection thread panics");
         })
