@@ -701,7 +701,7 @@ fn peer_that_never_reads_is_dropped_after_write_timeout_with_bounded_memory() {
 /// A peer that reads, but only a trickle, is dropped like one that stopped reading, and the
 /// server carries on. (On loopback the kernel's large send buffer wakes a blocked writer only
 /// after a big drain, so here the write usually times out with no progress at all; the unit
-/// tests in `link.rs`, with a small send buffer, pin that steady progress does not help.)
+/// tests in `src/link/deadline.rs`, with a small send buffer, pin that steady progress does not help.)
 #[test]
 fn trickling_reader_is_dropped_when_a_write_outlasts_the_write_timeout() {
     let mut server = serve(
