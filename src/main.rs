@@ -195,7 +195,6 @@ fn serve(mut args: pico_args::Arguments) -> Result<ExitCode, Usage> {
             help: HELP,
         });
     }
-    server::restart_without_glibc_thread_cache();
 
     let log = Log::stderr();
     let server = match Server::bind(config, log.clone()) {

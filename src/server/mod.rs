@@ -374,33 +374,6 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
     });
 }
 
-/// Restarts the process (same id, same arguments) with glibc's per-thread cache of freed
-/// memory turned off, unless `GLIBC_TUNABLES` already sets it; call it first thing. Each
-/// connection thread would otherwise keep about 3 KiB of freed handshake memory for life:
-/// measured with 2 000 idle connections, 17.9 KiB per connection with the cache and 15.0
-/// without; handshakes cost 12% more instructions (44 000, still under the 4 KiB-buffer
-/// tungstenite reference) and echoes the same. glibc reads this setting only at exec time.
-/// `GLIBC_TUNABLES=glibc.malloc.tcache_count=7` (glibc's default) keeps the cache. Returns
-/// (and the server runs with the cache) where the restart is not possible.
-pub fn restart_without_glibc_thread_cache() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const TCACHE_OFF: &str = "glibc.malloc.tcache_count=0";
-        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        // A setuid or file-capability binary runs in glibc's secure mode, which drops this
-        // tunable: the restarted process would never see it and restart again, forever.
-        if tunables.contains("glibc.malloc.tcache_count") || crate::sys::runs_privileged() {
-            return;
-        }
-        let tunables = if tunables.is_empty() {
-            TCACHE_OFF.to_string()
-        } else {
-            format!("{tunables}:{TCACHE_OFF}")
-        };
-        crate::sys::exec_self_with_env("GLIBC_TUNABLES", &tunables);
-    }
-}
-
 /// Default connection cap: what the open-files limit (raised to its hard limit) allows,
 /// and no more than one connection per 64 KiB of memory, so a small box refuses with 503
 /// before it runs out of memory.
