@@ -99,10 +99,8 @@ for s in "${servers[@]}"; do
     fi
     scheme=ws
     [ "$name" = raw ] && scheme=tcp
-    # wsecho serve re-executes itself at start with glibc's thread cache off unless this is
-    # set (server::restart_without_glibc_thread_cache); under valgrind, /proc/self/exe is
-    # valgrind itself, so give wsecho that setting up front. The others keep glibc's default.
-    if [ "$name" = wsecho ]; then export GLIBC_TUNABLES=glibc.malloc.tcache_count=0; else unset GLIBC_TUNABLES; fi
+    # Each server runs with glibc's defaults, as a user starts it.
+    unset GLIBC_TUNABLES
     for sc in "${scenarios[@]}"; do
         IFS='|' read -r scen args n_strace n_grind conns <<<"$sc"
         [ "$name" = raw ] && [ "$scen" = handshake ] && continue

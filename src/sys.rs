@@ -1,5 +1,5 @@
 //! What std does not expose about the host and the process: the open-files limit, memory
-//! size, malloc tuning, restarting itself.
+//! size, malloc tuning.
 //!
 //! This is the only module allowed `unsafe`; each block is a few libc calls with a SAFETY note.
 
@@ -67,47 +67,5 @@ pub(crate) fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory; it is safe to call from any thread.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Whether the kernel started this process as privileged (setuid, setgid or file
-/// capabilities): glibc then runs in secure mode and ignores most of the environment.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub(crate) fn runs_privileged() -> bool {
-    // SAFETY: getauxval only reads the auxiliary vector the kernel passed at exec.
-    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
-}
-
-/// Replaces the process with a fresh run of its own executable, same arguments, with `name`
-/// set to `value` in the environment. Call it before any other thread exists. Returns only
-/// if that failed (no `/proc`, say), with the environment as it was.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub(crate) fn exec_self_with_env(name: &str, value: &str) {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let Some(args) = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).ok())
-        .collect::<Option<Vec<_>>>()
-    else {
-        return;
-    };
-    let argv: Vec<*const libc::c_char> = args
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let before = std::env::var_os(name);
-    // SAFETY: no other thread exists yet, so none reads the environment while it changes;
-    // argv is a null-terminated array of pointers to NUL-terminated strings that outlive the
-    // call; execv only returns on failure, leaving the process as it was.
-    unsafe {
-        std::env::set_var(name, value);
-        libc::execv(c"/proc/self/exe".as_ptr(), argv.as_ptr());
-        match before {
-            Some(v) => std::env::set_var(name, v),
-            None => std::env::remove_var(name),
-        }
     }
 }

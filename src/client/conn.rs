@@ -1,7 +1,7 @@
 //! Connecting: TCP with a deadline, tungstenite's client handshake, and the two ends of the
 //! connection it yields: a [`Reader`] for one thread and a [`Writer`] for any other.
 
-use super::Error;
+use super::error::Error;
 use super::target::Target;
 use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use std::collections::VecDeque;

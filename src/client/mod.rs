@@ -3,20 +3,22 @@
 //! As in gorilla's `examples/echo/client.go`: a reader thread prints every message and
 //! signals `done` when the connection ends; the main thread selects over a ticker (send the
 //! time), `done` (exit), and Ctrl-C (send Close 1000, wait at most a second for the server to
-//! finish the close, exit). `--stdin` swaps the ticker for lines read from standard input,
-//! for scripts. The two threads share one connection through `link`: frames never
-//! interleave, and the reader answers pings while the main thread writes.
+//! finish the close, exit). For scripts, lines the caller reads (from standard input, say)
+//! can take the ticker's place. The two threads share one connection through `link`: frames
+//! never interleave, and the reader answers pings while the main thread writes.
 
 mod conn;
+mod error;
 pub mod target;
 
 pub use conn::{Incoming, Options, Reader, Writer, connect};
+pub use error::Error;
 pub use target::{Target, TargetError};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
+use error::describe;
 use std::fmt;
-use std::io::{self, BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime};
@@ -26,24 +28,6 @@ use tungstenite::protocol::frame::coding::CloseCode;
 
 /// How long, after our Close, the server gets to finish the closing handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// Set once the connection is open: before that, Ctrl-C has nothing to close.
-static OPEN: AtomicBool = AtomicBool::new(false);
-
-/// What Ctrl-C does in dial. Before the connection is open (a DNS lookup, TCP connect or
-/// handshake that hangs) there is nothing to close, so dial ends at once with status 1
-/// instead of after `--connect-timeout`; once it is open, `run`'s select loop gets the
-/// interrupt, sends Close 1000 and waits for the server.
-pub fn on_interrupt(interrupt: Sender<()>) -> impl Fn() {
-    move || {
-        if OPEN.load(Ordering::SeqCst) {
-            let _ = interrupt.try_send(());
-        } else {
-            eprintln!("wsecho: interrupted before the connection was open");
-            std::process::exit(1);
-        }
-    }
-}
 
 /// What `wsecho dial` is asked to do.
 #[derive(Clone, Debug)]
@@ -68,104 +52,10 @@ pub enum Input {
         /// Time between two ticks.
         interval: Duration,
     },
-    /// Each line of standard input as one message.
-    Stdin {
-        /// Send lines as binary messages instead of text.
-        binary: bool,
-    },
-}
-
-/// Why dialing failed; each says what happened and what to check. All exit with status 1.
-#[derive(Debug)]
-pub enum Error {
-    /// The URL or a header was refused before connecting.
-    Target(TargetError),
-    /// The host name did not resolve.
-    Resolve {
-        /// The host.
-        host: String,
-        /// The resolver's error.
-        source: io::Error,
-    },
-    /// The TCP connection failed.
-    Connect {
-        /// The address tried last.
-        addr: SocketAddr,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// Nothing answered within `--connect-timeout`.
-    ConnectTimeout {
-        /// The URL.
-        url: String,
-        /// The timeout.
-        after: Duration,
-    },
-    /// The server answered the upgrade with an HTTP status other than 101.
-    Refused {
-        /// The status code.
-        status: u16,
-        /// Its reason phrase.
-        reason: String,
-    },
-    /// The handshake failed otherwise.
-    Handshake(String),
-    /// The connection broke after the handshake.
-    Lost(String),
-    /// The server closed with a code other than 1000 or 1001.
-    ClosedByServer(Option<CloseFrame>),
-    /// A local I/O error.
-    Io(io::Error),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Target(e) => write!(f, "{e}"),
-            Error::Resolve { host, source } => {
-                write!(
-                    f,
-                    "cannot resolve host '{host}': {source} (check the host name)"
-                )
-            }
-            Error::Connect { addr, source } => {
-                let hint = match source.kind() {
-                    io::ErrorKind::ConnectionRefused => " (is the server running, on this port?)",
-                    _ => "",
-                };
-                write!(f, "cannot connect to {addr}: {source}{hint}")
-            }
-            Error::ConnectTimeout { url, after } => write!(
-                f,
-                "cannot connect to {url}: no answer within {after:?} (check the address and any firewall, or raise --connect-timeout)"
-            ),
-            Error::Refused { status, reason } => {
-                write!(f, "server refused the WebSocket upgrade: {status} {reason}")?;
-                match status {
-                    403 => write!(f, " (the server may refuse this Origin)"),
-                    404 => write!(f, " (check the URL's path; wsecho serves /echo)"),
-                    _ => Ok(()),
-                }
-            }
-            Error::Handshake(why) => write!(f, "WebSocket handshake failed: {why}"),
-            Error::Lost(why) => write!(f, "connection lost: {why}"),
-            Error::ClosedByServer(frame) => {
-                write!(f, "server closed the connection: {}", describe(frame))
-            }
-            Error::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-/// `1001 (server shutting down)`, or `no status code`.
-fn describe(frame: &Option<CloseFrame>) -> String {
-    match frame {
-        Some(f) if f.reason.is_empty() => format!("{}", u16::from(f.code)),
-        Some(f) => format!("{} ({})", u16::from(f.code), f.reason),
-        None => "no status code".into(),
-    }
+    /// Each message the caller sends on this channel (the lines of standard input,
+    /// say); the channel's end is the end of input. Messages are printed without
+    /// the `recv: ` prefix unless stdout is a terminal.
+    Lines(Receiver<Message>),
 }
 
 /// How the reader thread saw the connection end.
@@ -177,16 +67,18 @@ enum Done {
 }
 
 /// Dials, runs the select loop until the connection ends or `interrupt` fires, and returns
-/// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout.
-pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
+/// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout. `open` turns
+/// true once the connection is open: before that, an interrupt has nothing to close, and the
+/// caller may rather end at once than wait for the connect timeout.
+pub fn run(config: &Config, interrupt: Receiver<()>, open: &AtomicBool) -> Result<(), Error> {
     eprintln!("connecting to {}", config.target.url);
     let (mut reader, writer) = connect(&config.target, &config.options)?;
-    OPEN.store(true, Ordering::SeqCst);
+    open.store(true, Ordering::SeqCst);
 
-    let stdin_mode = matches!(config.input, Input::Stdin { .. });
+    let lines_mode = matches!(config.input, Input::Lines(_));
     let (done_tx, done) = bounded::<Done>(1);
     let (echo_tx, echoes) = unbounded::<()>();
-    let prefix = !stdin_mode || io::stdout().is_terminal();
+    let prefix = !lines_mode || io::stdout().is_terminal();
     thread::Builder::new()
         .name("wsecho-reader".into())
         .spawn(move || {
@@ -195,9 +87,9 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
         })
         .map_err(Error::Io)?;
 
-    let (ticks, lines) = match config.input {
-        Input::Ticks { interval } => (tick(interval), never()),
-        Input::Stdin { binary } => (never(), stdin_lines(binary)),
+    let (ticks, lines) = match &config.input {
+        Input::Ticks { interval } => (tick(*interval), never()),
+        Input::Lines(lines) => (never(), lines.clone()),
     };
     let mut ticks = ticks;
     let mut lines = lines;
@@ -341,47 +233,4 @@ impl fmt::Display for Hex<'_> {
         }
         Ok(())
     }
-}
-
-/// Reads standard input on its own thread, one message per line (without its newline).
-/// The channel is bounded, so a fast producer waits for the connection instead of filling
-/// memory; it disconnects at end of input.
-fn stdin_lines(binary: bool) -> Receiver<Message> {
-    let (tx, rx) = bounded::<Message>(64);
-    let spawned = thread::Builder::new().name("wsecho-stdin".into()).spawn(move || {
-        let stdin = io::stdin();
-        let mut input = stdin.lock();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match input.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line.last() == Some(&b'\n') {
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-            }
-            let message = if binary {
-                Message::binary(line.clone())
-            } else {
-                match String::from_utf8(line.clone()) {
-                    Ok(text) => Message::text(text),
-                    Err(_) => {
-                        eprintln!("skipped a line of stdin that is not UTF-8 text (use --binary to send bytes)");
-                        continue;
-                    }
-                }
-            };
-            if tx.send(message).is_err() {
-                return;
-            }
-        }
-    });
-    if spawned.is_err() {
-        eprintln!("cannot start the stdin reader thread");
-    }
-    rx
 }

@@ -10,7 +10,7 @@
 //!   big), sent before the connection ends, since tungstenite only reports these;
 //! - a stopping server's 1001 is sent here if the stopping thread found this connection busy.
 
-use super::Limits;
+use super::config::Limits;
 use super::tracker::{Ticket, Tracker, going_away};
 use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use crate::log::{Log, Printable};
@@ -107,7 +107,7 @@ struct Echo<'a> {
     stream: &'a TcpStream,
     link: &'a Link<DeadlineWriter>,
     limits: &'a Limits,
-    /// `None` with `--quiet`.
+    /// `None` when the per-message log is off.
     log: Option<&'a Log>,
     tracker: &'a Tracker,
     /// The Close the peer sent, once it has.

@@ -2,6 +2,7 @@
 //!
 //! The shape follows gorilla's `examples/echo`: a listener, a handler per connection, an echo
 //! loop. Each module holds one idea:
+//! - [`config`]: what the server is asked to do, with the defaults in one place;
 //! - here: binding, the accept loop, the connection cap, and stopping on request;
 //! - [`http`]: reading one request head (deadline, size cap) and the plain HTTP answers;
 //! - [`upgrade`]: the handshake policy (origin, subprotocol) and the switch to WebSocket;
@@ -10,12 +11,15 @@
 //! - [`reject`]: turning connections away without spending a thread on each;
 //! - [`workers`]: a thread per connection, reused once its connection ends.
 
+mod config;
 mod echo;
 mod http;
 mod reject;
 mod tracker;
 mod upgrade;
 mod workers;
+
+pub use config::{Config, Limits};
 
 use crate::log::Log;
 use std::fmt;
@@ -33,73 +37,6 @@ use tracker::Tracker;
 /// Debug builds (the tests) get four times as much: their frames are several times larger,
 /// and an overflow aborts the whole process.
 pub const CONNECTION_STACK: usize = if cfg!(debug_assertions) { 256 } else { 64 } * 1024;
-
-/// What `wsecho serve` is asked to do. Defaults live here, in one place.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// `HOST:PORT` to listen on.
-    pub addr: String,
-    /// Turns off the per-message `recv:` log (connection lines stay).
-    pub quiet: bool,
-    /// Origins allowed besides the page's own; `*` allows every origin.
-    pub allowed_origins: Vec<String>,
-    /// How long open connections get to finish their closing handshake at shutdown.
-    pub grace: Duration,
-    /// The deadlines and caps that keep one peer from holding the server.
-    pub limits: Limits,
-}
-
-/// Deadlines and caps; each one bounds a way a peer could hold a thread or memory.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// From accept to a completed upgrade (or a plain HTTP answer).
-    pub handshake_timeout: Duration,
-    /// Open connections at most; `None` sizes it to the box at start.
-    pub max_conns: Option<usize>,
-    /// Quiet this long, the server pings the peer.
-    pub ping_interval: Duration,
-    /// Heard nothing this long (not even a pong), the server closes with 1001.
-    pub idle_timeout: Duration,
-    /// A write (at most 64 KiB plus one fragment) the peer takes none of for this long, or
-    /// has not taken whole this long after it stalled, drops the connection (`link::DeadlineWriter`).
-    pub write_timeout: Duration,
-    /// Largest message, in bytes; larger ones get Close 1009.
-    pub max_message: usize,
-    /// Largest frame, in bytes; larger ones get Close 1009.
-    pub max_frame: usize,
-    /// Largest HTTP request head, in bytes; larger ones get 431.
-    pub max_head: usize,
-    /// How long a thread whose connection ended waits to serve the next one before it exits.
-    pub thread_linger: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            addr: "localhost:8080".into(),
-            quiet: false,
-            allowed_origins: Vec::new(),
-            grace: Duration::from_secs(2),
-            limits: Limits::default(),
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            handshake_timeout: Duration::from_secs(10),
-            max_conns: None,
-            ping_interval: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
-            max_message: 16 << 20,
-            max_frame: 16 << 20,
-            max_head: 8 * 1024,
-            thread_linger: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Why the server could not start; each says what to change.
 #[derive(Debug)]
@@ -125,13 +62,11 @@ impl fmt::Display for Error {
         match self {
             Error::Address { addr, source } => write!(
                 f,
-                "cannot use address '{addr}': {source} (give --addr as HOST:PORT, e.g. localhost:8080)"
+                "cannot use address '{addr}': {source} (write it as HOST:PORT, e.g. localhost:8080)"
             ),
             Error::Bind { addr, source } => {
                 let hint = match source.kind() {
-                    ErrorKind::AddrInUse => {
-                        " (another program uses this port: pick another --addr)"
-                    }
+                    ErrorKind::AddrInUse => " (another program uses this port: pick another)",
                     ErrorKind::PermissionDenied => {
                         " (ports below 1024 need privileges: pick a port above 1023)"
                     }
@@ -372,33 +307,6 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
         tracker: &shared.tracker,
         ticket: &ticket,
     });
-}
-
-/// Restarts the process (same id, same arguments) with glibc's per-thread cache of freed
-/// memory turned off, unless `GLIBC_TUNABLES` already sets it; call it first thing. Each
-/// connection thread would otherwise keep about 3 KiB of freed handshake memory for life:
-/// measured with 2 000 idle connections, 17.9 KiB per connection with the cache and 15.0
-/// without; handshakes cost 12% more instructions (44 000, still under the 4 KiB-buffer
-/// tungstenite reference) and echoes the same. glibc reads this setting only at exec time.
-/// `GLIBC_TUNABLES=glibc.malloc.tcache_count=7` (glibc's default) keeps the cache. Returns
-/// (and the server runs with the cache) where the restart is not possible.
-pub fn restart_without_glibc_thread_cache() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const TCACHE_OFF: &str = "glibc.malloc.tcache_count=0";
-        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        // A setuid or file-capability binary runs in glibc's secure mode, which drops this
-        // tunable: the restarted process would never see it and restart again, forever.
-        if tunables.contains("glibc.malloc.tcache_count") || crate::sys::runs_privileged() {
-            return;
-        }
-        let tunables = if tunables.is_empty() {
-            TCACHE_OFF.to_string()
-        } else {
-            format!("{tunables}:{TCACHE_OFF}")
-        };
-        crate::sys::exec_self_with_env("GLIBC_TUNABLES", &tunables);
-    }
 }
 
 /// Default connection cap: what the open-files limit (raised to its hard limit) allows,

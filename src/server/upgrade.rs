@@ -5,11 +5,11 @@
 //! - **Origin**, as gorilla's `Upgrader` does by default: a browser request whose `Origin`
 //!   names another host than its `Host` header is refused with 403, so a page elsewhere cannot
 //!   use a visitor's browser to talk to this server; requests without `Origin` (non-browser
-//!   clients) pass; `--allow-origin` widens the rule.
+//!   clients) pass; a list of allowed origins widens the rule.
 //! - **Subprotocol**: an echo speaks every protocol, so the first one the client offers is
 //!   accepted. (Clients that offer one fail the handshake if the server picks none.)
 
-use super::Limits;
+use super::config::Limits;
 use super::http::{Reply, header, header_tokens};
 use std::io::Write;
 use std::net::TcpStream;
@@ -82,7 +82,7 @@ pub(crate) fn check(
         return Err(Reply::text(
             403,
             "Forbidden",
-            "cross-origin WebSocket refused: the Origin header does not match Host (see --allow-origin)\n",
+            "cross-origin WebSocket refused: the Origin header does not match Host\n",
         ));
     }
     if request.version != Some(1) {

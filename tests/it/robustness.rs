@@ -5,7 +5,7 @@
 //! Every test runs the real binary on a loopback port with small deadlines, so the file runs in
 //! seconds; every wait is bounded. Thread, descriptor and memory figures come from /proc.
 
-use crate::common::{KillOnDrop, Server, free_port, read_listening_port, wsecho};
+use crate::common::{KillOnDrop, Server, read_listening_port, wsecho};
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -1265,64 +1265,4 @@ fn a_stderr_nobody_reads_neither_stalls_echoes_nor_shutdown() {
         thread::sleep(Duration::from_millis(20));
     }
     drop(stderr);
-}
-
-// ---------------------------------------------------------------------------------------------
-// 9. glibc's per-thread cache
-
-/// The running server has glibc's per-thread cache of freed memory off (about 3 KiB per
-/// connection thread): it restarted itself once at start, same pid and arguments, with the
-/// setting added to the tunables the operator gave, unless those already size the cache.
-#[cfg(target_env = "gnu")]
-#[test]
-fn serve_restarts_itself_once_with_glibc_thread_cache_off_keeping_other_tunables() {
-    let proc_strings = |pid: u32, file: &str| -> Vec<String> {
-        fs::read(format!("/proc/{pid}/{file}"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/{file}: {e}"))
-            .split(|&b| b == 0)
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
-    };
-    for (given, expected) in [
-        (None, "glibc.malloc.tcache_count=0"),
-        (
-            Some("glibc.malloc.arena_max=2"),
-            "glibc.malloc.arena_max=2:glibc.malloc.tcache_count=0",
-        ),
-        (
-            Some("glibc.malloc.tcache_count=7"),
-            "glibc.malloc.tcache_count=7",
-        ),
-    ] {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(wsecho());
-        cmd.args(["serve", "--quiet", "--addr", &addr]);
-        match given {
-            Some(tunables) => cmd.env("GLIBC_TUNABLES", tunables),
-            None => cmd.env_remove("GLIBC_TUNABLES"),
-        };
-        // The pid we started is the one serving: exec keeps it.
-        let server = Server::start("tunables", cmd, port);
-        // glibc's tunables parser writes a NUL over each ':' of the variable in place, so
-        // the process's environment block shows the pieces as entries of their own.
-        let env = proc_strings(server.pid(), "environ");
-        let at = env
-            .iter()
-            .position(|v| v.starts_with("GLIBC_TUNABLES="))
-            .unwrap_or_else(|| panic!("no GLIBC_TUNABLES in the server's environment ({given:?})"));
-        let pieces: Vec<&str> = env[at + 1..]
-            .iter()
-            .take_while(|v| v.starts_with("glibc."))
-            .map(String::as_str)
-            .collect();
-        let tunables = [&env[at]["GLIBC_TUNABLES=".len()..]]
-            .into_iter()
-            .chain(pieces)
-            .collect::<Vec<_>>()
-            .join(":");
-        assert_eq!(tunables, expected, "given {given:?}");
-        let args = proc_strings(server.pid(), "cmdline");
-        assert_eq!(args[1..5], ["serve", "--quiet", "--addr", addr.as_str()]);
-    }
 }

@@ -1,7 +1,7 @@
 //! `wsecho serve`, black box: the real binary on a fresh loopback port, spoken to with raw
 //! HTTP over `TcpStream` and with tungstenite's sync client. Every wait has a deadline.
 
-use crate::common::{Finished, run, serve, wsecho};
+use crate::common::{Finished, Server, prerequisite_missing, run, serve, wsecho};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -943,4 +943,74 @@ fn port_in_use_exits_1_with_one_line_naming_the_address() {
 fn unparsable_addr_exits_1() {
     let line = one_line_failure(&["serve", "--addr", "not-an-address"], 1);
     assert!(line.contains("not-an-address"), "{line}");
+}
+
+// ---- one process image ---------------------------------------------------------------------
+
+/// The strings of a NUL-separated /proc file (`environ`, `cmdline`).
+fn proc_strings(pid: u32, file: &str) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/{file}"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/{file}: {e}"))
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The pid we started runs the image we started, with the environment and arguments we gave,
+/// from start to end: no re-executing itself with settings of its own (operators choose malloc
+/// tunables; a tool that wraps the binary must see the process it started).
+#[test]
+fn serve_runs_the_image_it_was_started_as_with_the_environment_it_was_given() {
+    let mut cmd = Command::new(wsecho());
+    cmd.args(["serve", "--quiet", "--addr", "127.0.0.1:0"])
+        .env_remove("GLIBC_TUNABLES")
+        .env("WSECHO_TEST_MARK", "given");
+    let server = Server::launch("one-image", cmd);
+    let mut ws = ws(server.port);
+    assert_eq!(echo(&mut ws, Message::text("hi")), Message::text("hi"));
+    let pid = server.pid();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("read /proc/PID/exe");
+    assert_eq!(exe, std::fs::canonicalize(wsecho()).unwrap());
+    let env = proc_strings(pid, "environ");
+    assert!(
+        env.iter().any(|v| v == "WSECHO_TEST_MARK=given"),
+        "the environment we gave is gone: {env:?}"
+    );
+    let tunables: Vec<_> = env.iter().filter(|v| v.starts_with("GLIBC_")).collect();
+    assert!(tunables.is_empty(), "the server added {tunables:?}");
+    let args = proc_strings(pid, "cmdline");
+    assert_eq!(args[1..], ["serve", "--quiet", "--addr", "127.0.0.1:0"]);
+    close_normally(&mut ws);
+    server.assert_no_panic();
+}
+
+/// Under valgrind (an emulator: `/proc/self/exe` is valgrind itself) the server starts, serves
+/// and echoes like anywhere else, so operators can run it under the tools they use.
+#[test]
+fn serve_runs_and_echoes_under_valgrind() {
+    let installed = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        prerequisite_missing("valgrind (apt-get install valgrind)");
+        return;
+    }
+    let mut cmd = Command::new("valgrind");
+    cmd.args(["--tool=none", "--quiet", wsecho()])
+        .args(["serve", "--addr", "127.0.0.1:0"]);
+    let server = Server::launch("valgrind", cmd);
+    let mut ws = ws(server.port);
+    assert_eq!(
+        echo(&mut ws, Message::text("under valgrind")),
+        Message::text("under valgrind")
+    );
+    assert_eq!(
+        echo(&mut ws, Message::binary(vec![0u8, 1, 2])),
+        Message::binary(vec![0u8, 1, 2])
+    );
+    close_normally(&mut ws);
+    server.wait_for_log("recv: under valgrind", Duration::from_secs(10));
+    server.assert_no_panic();
 }
