@@ -8,9 +8,11 @@
 //! interleave, and the reader answers pings while the main thread writes.
 
 mod conn;
+pub mod proxy;
 pub mod target;
 
 pub use conn::{Incoming, Options, Reader, Writer, connect};
+pub use proxy::{Proxy, ProxyChoice, ProxyEnv, ProxyError};
 pub use target::{Target, TargetError};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
@@ -108,6 +110,8 @@ pub enum Error {
         /// Its reason phrase.
         reason: String,
     },
+    /// The proxy did not give us a tunnel to the target.
+    Proxy(ProxyError),
     /// The handshake failed otherwise.
     Handshake(String),
     /// The connection broke after the handshake.
@@ -147,6 +151,7 @@ impl fmt::Display for Error {
                     _ => Ok(()),
                 }
             }
+            Error::Proxy(e) => write!(f, "{e}"),
             Error::Handshake(why) => write!(f, "WebSocket handshake failed: {why}"),
             Error::Lost(why) => write!(f, "connection lost: {why}"),
             Error::ClosedByServer(frame) => {
