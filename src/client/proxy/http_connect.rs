@@ -8,6 +8,8 @@ use std::net::TcpStream;
 
 /// The most a proxy's reply head may take.
 pub(super) const MAX_HEAD: usize = 16 * 1024;
+/// The most headers a proxy's reply head may have.
+pub(super) const MAX_HEADERS: usize = 64;
 
 /// Sends `CONNECT authority` and reads the reply; `Ok` once the proxy answered 2xx.
 pub(super) fn open(
@@ -28,7 +30,7 @@ pub(super) fn open(
     request.push_str("\r\n");
     deadline.write_all(stream, request.as_bytes())?;
     let head = read_head(stream, deadline)?;
-    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(&head) {
         Ok(httparse::Status::Complete(_)) => {}
@@ -42,8 +44,12 @@ pub(super) fn open(
     );
     match code {
         200..=299 => Ok(()),
-        407 if proxy.has_credentials() => Err(ProxyErrorKind::CredentialsRefused(status_line)),
-        407 => Err(ProxyErrorKind::CredentialsWanted),
+        // 407 is the proxy's own; before a tunnel there is no server to send a 401 but the
+        // proxy, and some proxies (tinyproxy before 1.11.2) answer a CONNECT with it.
+        401 | 407 if proxy.has_credentials() => {
+            Err(ProxyErrorKind::CredentialsRefused(status_line))
+        }
+        401 | 407 => Err(ProxyErrorKind::CredentialsWanted),
         _ => Err(ProxyErrorKind::Refused(status_line)),
     }
 }
@@ -68,12 +74,13 @@ fn read_head(stream: &TcpStream, deadline: Deadline) -> Result<Vec<u8>, ProxyErr
         };
         let before = head.len();
         head.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let end = match httparse::Response::new(&mut headers).parse(&head) {
             Ok(httparse::Status::Complete(end)) => Some(end),
             Ok(httparse::Status::Partial) => None,
-            // Not HTTP, or a head with more headers than a CONNECT reply ever has: the
-            // caller's own parse says which.
+            // More headers than a CONNECT reply ever has.
+            Err(httparse::Error::TooManyHeaders) => return Err(ProxyErrorKind::HeadTooLarge),
+            // Not HTTP: the caller's own parse says so.
             Err(_) => Some(head.len()),
         };
         let take = end.map_or(n, |end| end - before);
@@ -113,7 +120,75 @@ fn base64(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::base64;
+    use super::super::Deadline;
+    use super::{ProxyErrorKind, base64, read_head};
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    /// A connected pair of loopback sockets: (ours, the proxy's end).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (ours, listener.accept().unwrap().0)
+    }
+
+    fn deadline(secs: u64) -> Deadline {
+        let timeout = Duration::from_secs(secs);
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    #[test]
+    fn the_head_is_read_to_its_blank_line_and_what_follows_stays_in_the_socket() {
+        let (ours, mut proxy) = pair();
+        proxy
+            .write_all(b"HTTP/1.1 200 Connection established\r\nVia: x\r\n\r\nTARGET")
+            .unwrap();
+        let head = read_head(&ours, deadline(10)).unwrap();
+        assert!(head.ends_with(b"Via: x\r\n\r\n"), "{head:?}");
+        drop(proxy);
+        let mut rest = Vec::new();
+        (&ours).read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"TARGET");
+    }
+
+    #[test]
+    fn a_head_that_trickles_in_is_put_together_without_taking_more() {
+        let (ours, mut proxy) = pair();
+        let writer = thread::spawn(move || {
+            for byte in b"HTTP/1.0 200 OK\n\nAB" {
+                proxy.write_all(&[*byte]).unwrap();
+                thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let head = read_head(&ours, deadline(10)).unwrap();
+        assert_eq!(head, b"HTTP/1.0 200 OK\n\n");
+        writer.join().unwrap();
+        let mut rest = [0u8; 2];
+        (&ours).read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"AB");
+    }
+
+    #[test]
+    fn an_endless_head_is_cut_off() {
+        let (ours, mut proxy) = pair();
+        let writer = thread::spawn(move || {
+            let _ = proxy.write_all(b"HTTP/1.1 200 OK\r\n");
+            let line = b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+            while proxy.write_all(line).is_ok() {}
+        });
+        let result = read_head(&ours, deadline(10));
+        drop(ours);
+        writer.join().unwrap();
+        assert!(
+            matches!(result, Err(ProxyErrorKind::HeadTooLarge)),
+            "{result:?}"
+        );
+    }
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {

@@ -293,7 +293,7 @@ pub enum ProxyErrorKind {
     Io(io::Error),
     /// An `http://` proxy did not answer `CONNECT` with HTTP.
     NotHttp,
-    /// The proxy's reply head was too large.
+    /// The proxy's reply head was too large, or had too many headers.
     HeadTooLarge,
     /// The proxy wants credentials and the URL has none (HTTP 407, or a SOCKS5 proxy that
     /// accepts only user/password).
@@ -371,8 +371,9 @@ impl fmt::Display for ProxyError {
             ),
             K::HeadTooLarge => write!(
                 f,
-                "the proxy {proxy}{from} answered CONNECT with a head over {} bytes",
-                http_connect::MAX_HEAD
+                "the proxy {proxy}{from} answered CONNECT with a head over {} bytes or {} headers",
+                http_connect::MAX_HEAD,
+                http_connect::MAX_HEADERS
             ),
             K::CredentialsWanted => write!(
                 f,
@@ -509,18 +510,24 @@ pub(crate) fn tunnel(
     if proxy.scheme == Scheme::Https {
         return Err(fail(ProxyErrorKind::HttpsNotBuilt));
     }
-    let stream = connect(proxy, deadline).map_err(fail)?;
-    let opened = match proxy.scheme {
-        Scheme::Socks5 | Scheme::Socks5h => socks5::open(&stream, proxy, target, deadline),
-        Scheme::Http | Scheme::Https => http_connect::open(
-            &stream,
-            proxy,
-            &authority(&target.host, target.port),
-            deadline,
-        ),
-    };
-    opened.map_err(fail)?;
-    Ok(stream)
+    if proxy.scheme == Scheme::Http {
+        let stream = connect(proxy, deadline).map_err(fail)?;
+        let authority = authority(&target.host, target.port);
+        http_connect::open(&stream, proxy, &authority, deadline).map_err(fail)?;
+        return Ok(stream);
+    }
+    // SOCKS5 takes one address per request: when the proxy cannot reach one of the
+    // target's addresses, the next one gets a new connection to the proxy.
+    let mut last = None;
+    for address in socks5::addresses(proxy, target).map_err(fail)? {
+        let stream = connect(proxy, deadline).map_err(fail)?;
+        match socks5::open(&stream, proxy, target, address, deadline) {
+            Ok(()) => return Ok(stream),
+            Err(e @ ProxyErrorKind::SocksReply(_)) => last = Some(e),
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    Err(fail(last.unwrap_or(ProxyErrorKind::Timeout(timeout))))
 }
 
 /// TCP to the proxy, trying each of its addresses until the deadline.

@@ -16,10 +16,14 @@ const DOMAIN: u8 = 3;
 const IPV6: u8 = 4;
 
 /// Greets the proxy, authenticates if it asks, and has it connect to `target`.
+///
+/// `address` is the target's address for `socks5://` (resolved by the caller, see
+/// [`addresses`]); `None` sends the target's host name, for `socks5h://`.
 pub(super) fn open(
     stream: &std::net::TcpStream,
     proxy: &Proxy,
     target: &Target,
+    address: Option<IpAddr>,
     deadline: Deadline,
 ) -> Result<(), ProxyErrorKind> {
     // Offer no authentication, and user/password when the URL has credentials: the proxy
@@ -49,12 +53,7 @@ pub(super) fn open(
     }
 
     let mut request = vec![VERSION, CONNECT, 0];
-    let ip = match target.host.parse::<IpAddr>() {
-        Ok(ip) => Some(ip),
-        Err(_) if proxy.scheme == Scheme::Socks5h => None,
-        Err(_) => Some(resolve(target)?),
-    };
-    match ip {
+    match address {
         Some(IpAddr::V4(ip)) => {
             request.push(IPV4);
             request.extend_from_slice(&ip.octets());
@@ -130,20 +129,32 @@ fn authenticate(
     }
 }
 
-/// The target's first address, for a `socks5://` proxy.
-fn resolve(target: &Target) -> Result<IpAddr, ProxyErrorKind> {
+/// What to send as the target: for `socks5h://` its name (`[None]`) unless it is an address
+/// already; for `socks5://` each address it resolves to here, to be tried in turn as a direct
+/// connection tries them.
+pub(super) fn addresses(
+    proxy: &Proxy,
+    target: &Target,
+) -> Result<Vec<Option<IpAddr>>, ProxyErrorKind> {
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        return Ok(vec![Some(ip)]);
+    }
+    if proxy.scheme == Scheme::Socks5h {
+        return Ok(vec![None]);
+    }
     let failed = |e| ProxyErrorKind::TargetResolve(target.host.clone(), e);
-    (target.host.as_str(), target.port)
+    let addresses: Vec<_> = (target.host.as_str(), target.port)
         .to_socket_addrs()
         .map_err(failed)?
-        .next()
-        .map(|addr| addr.ip())
-        .ok_or_else(|| {
-            failed(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no addresses",
-            ))
-        })
+        .map(|addr| Some(addr.ip()))
+        .collect();
+    if addresses.is_empty() {
+        return Err(failed(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no addresses",
+        )));
+    }
+    Ok(addresses)
 }
 
 /// What a SOCKS5 reply code means (RFC 1928, 6).
