@@ -184,7 +184,10 @@ enum Done {
 /// Dials, runs the select loop until the connection ends or `interrupt` fires, and returns
 /// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout.
 pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
-    eprintln!("connecting to {}", config.target.url);
+    match config.options.proxy.for_target(&config.target) {
+        Ok(Some(proxy)) => eprintln!("connecting to {} via {proxy}", config.target.url),
+        _ => eprintln!("connecting to {}", config.target.url),
+    }
     let (mut reader, writer) = connect(&config.target, &config.options)?;
     OPEN.store(true, Ordering::SeqCst);
 
