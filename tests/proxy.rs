@@ -59,6 +59,38 @@ fn tinyproxy(extra: &str) -> Server {
     Server::start("tinyproxy", cmd, port)
 }
 
+/// squid in the foreground, tunnelling only for user `wsecho` with password `p@ss:w0rd`
+/// (Basic), logging every request to `access.log` in its own directory (returned).
+fn squid() -> (Server, PathBuf) {
+    let port = free_port();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("squid-{port}"));
+    fs::create_dir_all(&dir).expect("create squid dir");
+    // Run as root, squid works as user 'proxy': it must be able to write its logs here.
+    let mut open = fs::metadata(&dir).expect("squid dir").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut open, 0o777);
+    fs::set_permissions(&dir, open).expect("chmod squid dir");
+    // `openssl passwd -apr1 -salt wsecho12 'p@ss:w0rd'`
+    let passwd = dir.join("passwd");
+    fs::write(&passwd, "wsecho:$apr1$wsecho12$ydTse8hetaNWzUZEe7WA60\n").expect("passwd");
+    let d = dir.display();
+    let config = dir.join("squid.conf");
+    fs::write(
+        &config,
+        format!(
+            "http_port 127.0.0.1:{port}\npid_filename none\ncache deny all\npinger_enable off\n\
+             cache_log {d}/cache.log\naccess_log stdio:{d}/access.log\n\
+             auth_param basic program /usr/lib/squid/basic_ncsa_auth {d}/passwd\n\
+             auth_param basic children 1 startup=1 idle=1\n\
+             acl authed proxy_auth REQUIRED\nhttp_access allow authed\nhttp_access deny all\n\
+             shutdown_lifetime 0 seconds\n"
+        ),
+    )
+    .expect("write squid config");
+    let mut cmd = Command::new("squid");
+    cmd.arg("-N").arg("-f").arg(&config);
+    (Server::start("squid", cmd, port), dir.join("access.log"))
+}
+
 /// microsocks with `extra` arguments (`-u USER -P PASS`), logging every connection.
 fn microsocks(extra: &[&str]) -> Server {
     let port = free_port();
@@ -203,6 +235,49 @@ fn wrong_credentials_are_reported_as_refused_without_showing_them() {
     let done = dial(&server.echo_url(), &["--proxy", &via], &[]);
     assert_fails_with(&done, &["refused the credentials", "HTTP/1.0 401"]);
     assert!(!done.stderr.contains("wrong"), "{}", done.describe());
+}
+
+#[test]
+fn squid_asks_for_credentials_with_407_and_takes_them_from_the_url() {
+    let server = serve();
+    let (proxy, access_log) = squid();
+    let via = proxy_url("http", &proxy);
+    let done = dial(&server.echo_url(), &["--proxy", &via], &[]);
+    assert_fails_with(
+        &done,
+        &[&via, "wants credentials: put user:pass@ in the proxy URL"],
+    );
+    let wrong = format!("http://wsecho:wrong@127.0.0.1:{}", proxy.port);
+    let done = dial(&server.echo_url(), &["--proxy", &wrong], &[]);
+    assert_fails_with(
+        &done,
+        &[
+            "refused the credentials",
+            "HTTP/1.1 407 Proxy Authentication Required",
+        ],
+    );
+    let right = format!("http://wsecho:p%40ss%3Aw0rd@127.0.0.1:{}", proxy.port);
+    let done = dial(&server.echo_url(), &["--proxy", &right], &[]);
+    assert_echoed(&done, Some(&via));
+    assert!(!done.stderr.contains("w0rd"), "{}", done.describe());
+    let tunnelled = "TCP_TUNNEL/200";
+    let target = format!("CONNECT 127.0.0.1:{} wsecho", server.port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = fs::read_to_string(&access_log).unwrap_or_default();
+        if log
+            .lines()
+            .any(|l| l.contains(tunnelled) && l.contains(&target))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "squid never logged the tunnel:\n{log}\n{}",
+            proxy.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -456,6 +531,7 @@ fn an_empty_proxy_flag_turns_the_environment_off_and_a_given_one_overrides_it() 
         &[("HTTP_PROXY", &dead), ("NO_PROXY", "*")],
     );
     assert_echoed(&done, Some(&via));
+    wait_for_log(&proxy, &format!("CONNECT 0.0.0.0:{}", server.port));
 }
 
 #[test]
