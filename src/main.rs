@@ -420,7 +420,7 @@ fn proxy(s: &str) -> Result<Option<client::Proxy>, String> {
     if s.trim().is_empty() {
         return Ok(None);
     }
-    client::Proxy::parse(s, client::proxy::ProxySource::Given)
+    client::Proxy::parse(s, client::ProxySource::Given)
         .map(Some)
         .map_err(|e| e.to_string())
 }

@@ -12,7 +12,7 @@ pub mod proxy;
 pub mod target;
 
 pub use conn::{Incoming, Options, Reader, Writer, connect};
-pub use proxy::{Proxy, ProxyChoice, ProxyEnv, ProxyError};
+pub use proxy::{Proxy, ProxyChoice, ProxyEnv, ProxyError, ProxySource};
 pub use target::{Target, TargetError};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
