@@ -546,3 +546,20 @@ fn a_bad_proxy_flag_is_a_usage_error() {
         done.describe()
     );
 }
+
+#[test]
+fn an_https_proxy_is_refused_until_tls_is_built() {
+    let done = dial(
+        "ws://127.0.0.1:9/echo",
+        &["--proxy", "https://127.0.0.1:1"],
+        &[],
+    );
+    assert_fails_with(
+        &done,
+        &[
+            "https://127.0.0.1:1",
+            "https:// proxies",
+            "not supported yet",
+        ],
+    );
+}
