@@ -77,6 +77,10 @@ Options:
   --origin URL              send this Origin header
   --subprotocol NAME        ask for this subprotocol
   --connect-timeout SECS    for connecting and the handshake [default: 10]
+  --proxy URL               connect through this proxy: http://, socks5:// or
+                            socks5h:// (the proxy resolves names), user:pass@ for
+                            credentials; '' for none [default: from HTTP_PROXY,
+                            HTTPS_PROXY, ALL_PROXY, NO_PROXY, never for localhost]
   --ping-interval SECS      ping a quiet server; give up after two silent
                             intervals [default: 30]
   --max-message BYTES       largest message accepted [default: 16M]
@@ -189,6 +193,11 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     let mut headers = p.many(&mut args, ["-H", "--header"], "--header", nonempty)?;
     let origin = p.opt(&mut args, "--origin", nonempty)?;
     let subprotocol = p.opt(&mut args, "--subprotocol", nonempty)?;
+    options.proxy = match p.opt(&mut args, "--proxy", proxy)? {
+        Some(Some(given)) => client::ProxyChoice::Given(given),
+        Some(None) => client::ProxyChoice::Direct,
+        None => client::ProxyChoice::Environment(client::ProxyEnv::from_process()),
+    };
     p.set(
         &mut args,
         "--connect-timeout",
@@ -438,6 +447,16 @@ fn nonempty(s: &str) -> Result<String, String> {
     } else {
         Ok(s.to_string())
     }
+}
+
+/// A proxy URL; empty turns proxies off.
+fn proxy(s: &str) -> Result<Option<client::Proxy>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    client::Proxy::parse(s, client::ProxySource::Given)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Seconds, decimals allowed, zero allowed.

@@ -2,6 +2,7 @@
 //! connection it yields: a [`Reader`] for one thread and a [`Writer`] for any other.
 
 use super::error::Error;
+use super::proxy::{self, ProxyChoice};
 use super::target::Target;
 use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use std::collections::VecDeque;
@@ -28,6 +29,8 @@ pub struct Options {
     pub max_message: usize,
     /// Extra request headers (`Origin` and `Sec-WebSocket-Protocol` included).
     pub headers: Vec<(String, String)>,
+    /// Whether, and through which proxy, to reach the target.
+    pub proxy: ProxyChoice,
 }
 
 impl Default for Options {
@@ -37,6 +40,7 @@ impl Default for Options {
             ping_interval: Duration::from_secs(30),
             max_message: 16 << 20,
             headers: Vec::new(),
+            proxy: ProxyChoice::Direct,
         }
     }
 }
@@ -46,7 +50,7 @@ impl Default for Options {
 pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), Error> {
     let deadline = Instant::now() + options.connect_timeout;
     let request = target.request(&options.headers).map_err(Error::Target)?;
-    let stream = Arc::new(open_tcp(target, deadline, options.connect_timeout)?);
+    let stream = Arc::new(open_tcp(target, options, deadline)?);
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
@@ -82,7 +86,11 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
     Ok((reader, Writer { link, reader_turn }))
 }
 
-fn open_tcp(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpStream, Error> {
+fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<TcpStream, Error> {
+    let timeout = options.connect_timeout;
+    if let Some(via) = options.proxy.for_target(target).map_err(Error::Proxy)? {
+        return proxy::tunnel(&via, target, deadline, timeout).map_err(Error::Proxy);
+    }
     let addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
         .to_socket_addrs()
         .map_err(|e| Error::Resolve {

@@ -1,5 +1,6 @@
 //! Why dialing failed, as data; each message says what happened and what to check.
 
+use super::proxy::ProxyError;
 use super::target::TargetError;
 use std::fmt;
 use std::io;
@@ -40,6 +41,8 @@ pub enum Error {
         /// Its reason phrase.
         reason: String,
     },
+    /// The proxy did not give us a tunnel to the target.
+    Proxy(ProxyError),
     /// The handshake failed otherwise.
     Handshake(String),
     /// The connection broke after the handshake.
@@ -79,6 +82,7 @@ impl fmt::Display for Error {
                     _ => Ok(()),
                 }
             }
+            Error::Proxy(e) => write!(f, "{e}"),
             Error::Handshake(why) => write!(f, "WebSocket handshake failed: {why}"),
             Error::Lost(why) => write!(f, "connection lost: {why}"),
             Error::ClosedByServer(frame) => {

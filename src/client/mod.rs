@@ -9,10 +9,12 @@
 
 mod conn;
 mod error;
+pub mod proxy;
 pub mod target;
 
 pub use conn::{Incoming, Options, Reader, Writer, connect};
 pub use error::Error;
+pub use proxy::{Proxy, ProxyChoice, ProxyEnv, ProxyError, ProxySource};
 pub use target::{Target, TargetError};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
@@ -71,7 +73,10 @@ enum Done {
 /// true once the connection is open: before that, an interrupt has nothing to close, and the
 /// caller may rather end at once than wait for the connect timeout.
 pub fn run(config: &Config, interrupt: Receiver<()>, open: &AtomicBool) -> Result<(), Error> {
-    eprintln!("connecting to {}", config.target.url);
+    match config.options.proxy.for_target(&config.target) {
+        Ok(Some(proxy)) => eprintln!("connecting to {} via {proxy}", config.target.url),
+        _ => eprintln!("connecting to {}", config.target.url),
+    }
     let (mut reader, writer) = connect(&config.target, &config.options)?;
     open.store(true, Ordering::SeqCst);
 

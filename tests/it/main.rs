@@ -11,5 +11,6 @@ mod common;
 mod browser;
 mod dial;
 mod interop;
+mod proxy;
 mod robustness;
 mod serve;
