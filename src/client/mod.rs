@@ -13,6 +13,7 @@ pub mod target;
 pub use conn::{Incoming, Options, Reader, Writer, connect};
 pub use target::{Target, TargetError};
 
+use crate::log::Escaped;
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -163,7 +164,7 @@ impl std::error::Error for Error {}
 fn describe(frame: &Option<CloseFrame>) -> String {
     match frame {
         Some(f) if f.reason.is_empty() => format!("{}", u16::from(f.code)),
-        Some(f) => format!("{} ({})", u16::from(f.code), f.reason),
+        Some(f) => format!("{} ({})", u16::from(f.code), Escaped(&f.reason)),
         None => "no status code".into(),
     }
 }
@@ -318,6 +319,9 @@ fn print(out: &mut impl Write, message: &Message, prefix: bool) -> io::Result<()
         out.write_all(b"recv: ")?;
     }
     match message {
+        // A `recv:` line is for a person: the server's text cannot forge lines or drive the
+        // terminal. Bare lines (`--stdin` into a pipe) are data, passed on byte for byte.
+        Message::Text(text) if prefix => write!(out, "{}", Escaped(text))?,
         Message::Text(text) => out.write_all(text.as_bytes())?,
         Message::Binary(data) if prefix => {
             write!(out, "{} bytes binary: {}", data.len(), Hex(data))?
