@@ -8,6 +8,7 @@
 //! interleave, and the reader answers pings while the main thread writes.
 
 mod conn;
+mod handshake;
 pub mod target;
 
 pub use conn::{Incoming, Options, Reader, Writer, connect};
