@@ -64,6 +64,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
     let ctx = WebSocketContext::new(Role::Client, Some(config));
     let link = Arc::new(Link::new(ctx, Role::Client, Tcp(stream.clone())));
     let reader_waiting = Arc::new(AtomicBool::new(false));
+    let reader_stream = stream.clone();
     let reader = Reader {
         stream,
         link: link.clone(),
@@ -85,6 +86,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
         Writer {
             link,
             reader_waiting,
+            stream: reader_stream,
         },
     ))
 }
@@ -473,6 +475,8 @@ pub struct Writer {
     link: Arc<Link<Tcp>>,
     /// Set while the reader holds bytes it could not hand over because a writer had the lock.
     reader_waiting: Arc<AtomicBool>,
+    /// The socket itself, for [`Writer::cut`]: the link's lock may be held by a blocked write.
+    stream: Arc<TcpStream>,
 }
 
 impl Writer {
@@ -489,6 +493,12 @@ impl Writer {
         self.link
             .with(&[], |s| s.send(message).and_then(|()| s.flush()))
             .map_err(lost)
+    }
+
+    /// Ends the connection at once, without the lock: a write blocked on a server that stopped
+    /// reading fails now instead of at its timeout, and the reader sees the end.
+    pub fn cut(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
     /// Starts the closing handshake; the reader sees the server's reply as [`Incoming::Closed`].

@@ -15,13 +15,16 @@ pub use conn::{Incoming, Options, Reader, Writer, connect};
 pub use target::{Target, TargetError};
 
 use crate::log::Escaped;
-use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, Sender, after, bounded, never, select, tick, unbounded,
+};
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -197,6 +200,7 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
         })
         .map_err(Error::Io)?;
 
+    let stop = watch_interrupt(interrupt, writer.clone()).map_err(Error::Io)?;
     let (ticks, lines) = match config.input {
         Input::Ticks { interval } => (tick(interval), never()),
         Input::Stdin { binary } => (never(), stdin_lines(binary)),
@@ -237,10 +241,17 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
                 eprintln!("{} of {sent} echoes still outstanding after {:?}", sent - echoed, config.wait);
                 break;
             }
-            recv(interrupt) -> _ => break,
+            recv(stop.requested) -> deadline => {
+                return close_and_wait(&writer, &done, deadline.unwrap_or_else(|_| Instant::now() + CLOSE_WAIT));
+            }
         }
         if let Some(message) = outgoing {
             if let Err(e) = writer.send(message) {
+                if stop.interrupted.load(Ordering::SeqCst) {
+                    // Ctrl-C cut a write the server was not taking: no Close could get through.
+                    eprintln!("the server stopped reading: closed without the closing handshake");
+                    return Ok(());
+                }
                 // The reader sees the same break and says why; prefer its account.
                 return match done.recv_timeout(CLOSE_WAIT) {
                     Ok(end) => server_ended(Some(end)),
@@ -256,18 +267,60 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
             }
         }
     }
-    close_and_wait(&writer, &done)
+    close_and_wait(&writer, &done, Instant::now() + CLOSE_WAIT)
 }
 
-/// Sends Close 1000 and gives the server `CLOSE_WAIT` to finish the handshake.
-fn close_and_wait(writer: &Writer, done: &Receiver<Done>) -> Result<(), Error> {
+/// Ctrl-C as the select loop sees it.
+struct Stop {
+    /// Carries the time by which dial must be done: `CLOSE_WAIT` after the signal.
+    requested: Receiver<Instant>,
+    /// Set before the request is sent, and before the connection may be cut.
+    interrupted: Arc<AtomicBool>,
+    /// Dropped when `run` returns: the watcher then has nothing left to cut.
+    _running: Sender<()>,
+}
+
+/// Passes Ctrl-C on to the select loop, and makes sure it wins: the main thread may be
+/// blocked writing to a server that stopped reading (for up to the write timeout), and then
+/// neither the select loop nor a Close gets a turn. So if dial has not finished `CLOSE_WAIT`
+/// after the signal, the watcher cuts the connection, which fails the blocked write at once.
+/// One thread that sleeps in `recv` until a signal comes; it needs no lock and no polling,
+/// whichever thread the kernel handed the signal to.
+fn watch_interrupt(interrupt: Receiver<()>, writer: Writer) -> io::Result<Stop> {
+    let (request, requested) = bounded::<Instant>(1);
+    let (running, finished) = bounded::<()>(0);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let watcher = thread::Builder::new()
+        .name("wsecho-interrupt".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            if interrupt.recv().is_err() {
+                return;
+            }
+            let deadline = Instant::now() + CLOSE_WAIT;
+            flag.store(true, Ordering::SeqCst);
+            let _ = request.send(deadline);
+            if let Err(RecvTimeoutError::Timeout) = finished.recv_deadline(deadline) {
+                writer.cut();
+            }
+        });
+    watcher.map(|_| Stop {
+        requested,
+        interrupted,
+        _running: running,
+    })
+}
+
+/// Sends Close 1000 and gives the server until `deadline` to finish the handshake.
+fn close_and_wait(writer: &Writer, done: &Receiver<Done>, deadline: Instant) -> Result<(), Error> {
     // The server may have closed first, right behind the last echo: then its code decides.
     if let Ok(end) = done.try_recv() {
         return server_ended(Some(end));
     }
     // A failure here means the connection is already ending; the reader says how.
     let _ = writer.close(CloseCode::Normal, "");
-    match done.recv_timeout(CLOSE_WAIT) {
+    match done.recv_deadline(deadline) {
         // The reply to our 1000 echoes it; another code is the server's own Close, which
         // crossed ours on the wire.
         Ok(Done::Closed(Some(f))) if !matches!(f.code, CloseCode::Normal | CloseCode::Away) => {
