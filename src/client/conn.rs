@@ -132,7 +132,7 @@ fn handshake(
     target: &Target,
     deadline: Instant,
 ) -> Result<Vec<u8>, Error> {
-    let offer = request.clone();
+    let offered = handshake::offered_extensions(&request);
     let head = HeadOnly {
         stream,
         deadline,
@@ -140,7 +140,7 @@ fn handshake(
     };
     match tungstenite::client::client(request, head) {
         Ok((ws, response)) => {
-            if let Some(chosen) = handshake::unoffered_extension(&offer, &response) {
+            if let Some(chosen) = handshake::unoffered_extension(&offered, &response) {
                 return Err(Error::Handshake(format!(
                     "{} chose the extension '{chosen}', which dial did not offer",
                     target.url

@@ -151,12 +151,18 @@ fn extension_names(values: GetAll<'_, HeaderValue>) -> Vec<String> {
     names
 }
 
+const EXTENSIONS: &str = "sec-websocket-extensions";
+
+/// The names of the extensions the request offers (dial offers none of its own; a user's
+/// `-H` may).
+pub(super) fn offered_extensions(request: &Request) -> Vec<String> {
+    extension_names(request.headers().get_all(EXTENSIONS))
+}
+
 /// RFC 6455 4.1: the server may only choose extensions the request offered. Returns the
 /// first one it chose that was not, ready to show (control characters escaped).
-pub(super) fn unoffered_extension(request: &Request, response: &Response) -> Option<String> {
-    const NAME: &str = "sec-websocket-extensions";
-    let offered = extension_names(request.headers().get_all(NAME));
-    extension_names(response.headers().get_all(NAME))
+pub(super) fn unoffered_extension(offered: &[String], response: &Response) -> Option<String> {
+    extension_names(response.headers().get_all(EXTENSIONS))
         .into_iter()
         .find(|chosen| !offered.contains(chosen))
         .map(|chosen| Escaped(&chosen).to_string())

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -241,9 +241,7 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
                 eprintln!("{} of {sent} echoes still outstanding after {:?}", sent - echoed, config.wait);
                 break;
             }
-            recv(stop.requested) -> deadline => {
-                return close_and_wait(&writer, &done, deadline.unwrap_or_else(|_| Instant::now() + CLOSE_WAIT));
-            }
+            recv(stop.requested) -> _ => break,
         }
         if let Some(message) = outgoing {
             if let Err(e) = writer.send(message) {
@@ -267,13 +265,13 @@ pub fn run(config: &Config, interrupt: Receiver<()>) -> Result<(), Error> {
             }
         }
     }
-    close_and_wait(&writer, &done, Instant::now() + CLOSE_WAIT)
+    close_and_wait(&writer, &done)
 }
 
 /// Ctrl-C as the select loop sees it.
 struct Stop {
-    /// Carries the time by which dial must be done: `CLOSE_WAIT` after the signal.
-    requested: Receiver<Instant>,
+    /// Ctrl-C came: dial has `CLOSE_WAIT` from now to close.
+    requested: Receiver<()>,
     /// Set before the request is sent, and before the connection may be cut.
     interrupted: Arc<AtomicBool>,
     /// Dropped when `run` returns: the watcher then has nothing left to cut.
@@ -287,8 +285,8 @@ struct Stop {
 /// One thread that sleeps in `recv` until a signal comes; it needs no lock and no polling,
 /// whichever thread the kernel handed the signal to.
 fn watch_interrupt(interrupt: Receiver<()>, writer: Writer) -> io::Result<Stop> {
-    let (request, requested) = bounded::<Instant>(1);
-    let (running, finished) = bounded::<()>(0);
+    let (request, requested) = bounded::<()>(1);
+    let (running, finished) = bounded::<()>(1);
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
     let watcher = thread::Builder::new()
@@ -298,10 +296,9 @@ fn watch_interrupt(interrupt: Receiver<()>, writer: Writer) -> io::Result<Stop> 
             if interrupt.recv().is_err() {
                 return;
             }
-            let deadline = Instant::now() + CLOSE_WAIT;
             flag.store(true, Ordering::SeqCst);
-            let _ = request.send(deadline);
-            if let Err(RecvTimeoutError::Timeout) = finished.recv_deadline(deadline) {
+            let _ = request.send(());
+            if let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(CLOSE_WAIT) {
                 writer.cut();
             }
         });
@@ -312,15 +309,15 @@ fn watch_interrupt(interrupt: Receiver<()>, writer: Writer) -> io::Result<Stop> 
     })
 }
 
-/// Sends Close 1000 and gives the server until `deadline` to finish the handshake.
-fn close_and_wait(writer: &Writer, done: &Receiver<Done>, deadline: Instant) -> Result<(), Error> {
+/// Sends Close 1000 and gives the server `CLOSE_WAIT` to finish the handshake.
+fn close_and_wait(writer: &Writer, done: &Receiver<Done>) -> Result<(), Error> {
     // The server may have closed first, right behind the last echo: then its code decides.
     if let Ok(end) = done.try_recv() {
         return server_ended(Some(end));
     }
     // A failure here means the connection is already ending; the reader says how.
     let _ = writer.close(CloseCode::Normal, "");
-    match done.recv_deadline(deadline) {
+    match done.recv_timeout(CLOSE_WAIT) {
         // The reply to our 1000 echoes it; another code is the server's own Close, which
         // crossed ours on the wire.
         Ok(Done::Closed(Some(f))) if !matches!(f.code, CloseCode::Normal | CloseCode::Away) => {

@@ -139,7 +139,7 @@ fn to_http(request: &httparse::Request<'_, '_>) -> Result<Request, String> {
     };
     for (name, token) in LISTS {
         if listed(name, token) {
-            builder = builder.header(name, token);
+            builder = builder.header(name, token.as_bytes());
         }
     }
     let validated = request.headers.iter().filter(|h| {
