@@ -134,19 +134,17 @@ fn to_http(request: &httparse::Request<'_, '_>) -> Result<Request, String> {
     let mut builder = Request::builder()
         .method(request.method.unwrap_or("GET"))
         .version(Version::HTTP_11);
-    let listed = |name: &str, token: &str| {
-        header_tokens(request, name).any(|t| t.eq_ignore_ascii_case(token))
-    };
-    for (name, token) in LISTS {
-        if listed(name, token) {
-            builder = builder.header(name, token.as_bytes());
-        }
+    let listed = LISTS
+        .map(|(name, token)| header_tokens(request, name).any(|t| t.eq_ignore_ascii_case(token)));
+    for ((name, token), _) in LISTS.iter().zip(listed).filter(|(_, listed)| *listed) {
+        builder = builder.header(*name, token.as_bytes());
     }
     let validated = request.headers.iter().filter(|h| {
         VALIDATED.iter().any(|v| h.name.eq_ignore_ascii_case(v))
             && !LISTS
                 .iter()
-                .any(|(name, token)| h.name.eq_ignore_ascii_case(name) && listed(name, token))
+                .zip(listed)
+                .any(|((name, _), listed)| listed && h.name.eq_ignore_ascii_case(name))
     });
     for h in validated {
         builder = builder.header(h.name, h.value);
