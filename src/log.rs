@@ -284,18 +284,29 @@ impl fmt::Display for Printable<'_> {
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        let shown = &text[..cut];
-        let mut plain_from = 0;
-        for (i, c) in shown.char_indices().filter(|(_, c)| c.is_control()) {
-            f.write_str(&shown[plain_from..i])?;
-            write!(f, "{}", c.escape_default())?;
-            plain_from = i + c.len_utf8();
-        }
-        f.write_str(&shown[plain_from..])?;
+        write!(f, "{}", Escaped(&text[..cut]))?;
         if cut < text.len() {
             write!(f, "… ({} bytes)", text.len())?;
         }
         Ok(())
+    }
+}
+
+/// Text from a peer with its control characters escaped (`\n`, `\u{1b}`), whole: what
+/// [`Printable`] shows without the cut. A peer's text goes through this wherever it is shown
+/// to a person, so it can neither forge a line nor send escape sequences to a terminal.
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0;
+        let mut plain_from = 0;
+        for (i, c) in text.char_indices().filter(|(_, c)| c.is_control()) {
+            f.write_str(&text[plain_from..i])?;
+            write!(f, "{}", c.escape_default())?;
+            plain_from = i + c.len_utf8();
+        }
+        f.write_str(&text[plain_from..])
     }
 }
 

@@ -2,6 +2,7 @@
 //! connection it yields: a [`Reader`] for one thread and a [`Writer`] for any other.
 
 use super::error::Error;
+use super::handshake;
 use super::proxy::{self, ProxyChoice};
 use super::target::Target;
 use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
@@ -67,6 +68,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
     let ctx = WebSocketContext::new(Role::Client, Some(config));
     let link = Arc::new(Link::new(ctx, Role::Client, DeadlineWriter(stream.clone())));
     let reader_turn = Arc::new(ReaderTurn::default());
+    let reader_stream = stream.clone();
     let reader = Reader {
         stream,
         link: link.clone(),
@@ -83,7 +85,14 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
             .saturating_mul(2)
             .saturating_add(1 << 20),
     };
-    Ok((reader, Writer { link, reader_turn }))
+    Ok((
+        reader,
+        Writer {
+            link,
+            reader_turn,
+            stream: reader_stream,
+        },
+    ))
 }
 
 fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<TcpStream, Error> {
@@ -123,25 +132,30 @@ fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<Tcp
     })
 }
 
-/// Runs tungstenite's client handshake and returns the bytes the server sent after its 101.
+/// Runs tungstenite's client handshake over the response head [`handshake`] collected and
+/// shaped, and returns the bytes the server sent after its 101.
 fn handshake(
     stream: &TcpStream,
     request: Request,
     target: &Target,
     deadline: Instant,
 ) -> Result<Vec<u8>, Error> {
+    let offered = handshake::offered_extensions(&request);
     let head = HeadOnly {
         stream,
         deadline,
         timeout: ReadTimeout::new(),
-        buf: Vec::new(),
-        served: 0,
-        end: None,
+        head: None,
     };
     match tungstenite::client::client(request, head) {
-        Ok((ws, _response)) => {
-            let head = ws.into_inner();
-            Ok(head.buf[head.end.unwrap_or(head.buf.len())..].to_vec())
+        Ok((ws, response)) => {
+            if let Some(chosen) = handshake::unoffered_extension(&offered, &response) {
+                return Err(Error::Handshake(format!(
+                    "{} chose the extension '{chosen}', which dial did not offer",
+                    target.url
+                )));
+            }
+            Ok(ws.into_inner().head.map_or_else(Vec::new, |h| h.surplus))
         }
         Err(HandshakeError::Interrupted(_)) => Err(Error::Handshake(format!(
             "no handshake response from {} in time",
@@ -184,70 +198,63 @@ fn handshake(
     }
 }
 
-/// The socket as the handshake sees it: reads stop at the blank line that ends the response
-/// head, so frames the server sent right behind its 101 stay here for the connection instead
-/// of vanishing inside tungstenite's handshake buffer.
+/// The socket as the handshake sees it: the first read collects the whole final response
+/// head (see [`handshake`]) and tungstenite gets it in one piece; frames the server sent
+/// right behind its 101 stay here for the connection instead of vanishing inside
+/// tungstenite's handshake buffer.
 struct HeadOnly<'a> {
     stream: &'a TcpStream,
     /// The connect deadline: a server that trickles its head byte by byte still ends by it.
     deadline: Instant,
     timeout: ReadTimeout,
-    buf: Vec<u8>,
-    served: usize,
-    end: Option<usize>,
+    /// The collected head, the part of it tungstenite has not read yet, and the surplus.
+    head: Option<handshake::FinalHead>,
 }
 
 impl HeadOnly<'_> {
-    const MAX_HEAD: usize = 16 * 1024;
-}
-
-impl Read for HeadOnly<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    /// Reads until the final response head is complete, the deadline, or too many bytes.
+    fn collect(&mut self) -> io::Result<handshake::FinalHead> {
+        let mut collector = handshake::HeadCollector::default();
+        let mut chunk = [0u8; 2048];
         loop {
-            let limit = self.end.unwrap_or(self.buf.len());
-            if self.served < limit {
-                let n = out.len().min(limit - self.served);
-                out[..n].copy_from_slice(&self.buf[self.served..self.served + n]);
-                self.served += n;
-                return Ok(n);
-            }
-            if self.end.is_some() {
-                return Ok(0);
-            }
-            if self.buf.len() >= Self::MAX_HEAD {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "response head too large",
-                ));
-            }
             self.timeout.until(self.stream, self.deadline)?;
-            let mut chunk = [0u8; 2048];
             // A signal interrupts a read under a timeout even with SA_RESTART. Ctrl-C's handler
             // ends dial itself before the connection is open, so the read only goes on (the
             // deadline still bounds it) rather than report a bogus handshake failure first.
-            let n = match self.stream.read(&mut chunk) {
+            let n = match (&*self.stream).read(&mut chunk) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 read => read?,
             };
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            let from = self.buf.len().saturating_sub(2);
-            self.buf.extend_from_slice(&chunk[..n]);
-            self.end = head_end(&self.buf, from);
+            match collector.feed(&chunk[..n]) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(handshake::TooLarge) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("response head over {} bytes", handshake::MAX_HEAD),
+                    ));
+                }
+            }
         }
     }
 }
 
-/// Where the response head in `buf` ends (just past its blank line), looking from `from` on.
-/// Lines may end in `\r\n` or a bare `\n`, as httparse (and so tungstenite) accepts both:
-/// the first `\n` followed by `\n` or `\r\n` is the blank line.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    (from..buf.len()).find_map(|i| match &buf[i..] {
-        [b'\n', b'\n', ..] => Some(i + 2),
-        [b'\n', b'\r', b'\n', ..] => Some(i + 3),
-        _ => None,
-    })
+impl Read for HeadOnly<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.head.is_none() {
+            self.head = Some(self.collect()?);
+        }
+        let Some(head) = self.head.as_mut() else {
+            return Ok(0);
+        };
+        let n = out.len().min(head.head.len());
+        out[..n].copy_from_slice(&head.head[..n]);
+        head.head.drain(..n);
+        Ok(n)
+    }
 }
 
 impl Write for HeadOnly<'_> {
@@ -471,6 +478,8 @@ pub struct Writer {
     link: Arc<Link<DeadlineWriter>>,
     /// Whether the reader holds bytes it could not hand over because a writer had the lock.
     reader_turn: Arc<ReaderTurn>,
+    /// The socket itself, for [`Writer::cut`]: the link's lock may be held by a blocked write.
+    stream: Arc<TcpStream>,
 }
 
 impl Writer {
@@ -482,6 +491,12 @@ impl Writer {
         self.link
             .with(&[], |s| s.send(message).and_then(|()| s.flush()))
             .map_err(lost)
+    }
+
+    /// Ends the connection at once, without the lock: a write blocked on a server that stopped
+    /// reading fails now instead of at its timeout, and the reader sees the end.
+    pub fn cut(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
     /// Starts the closing handshake; the reader sees the server's reply as [`Incoming::Closed`].
@@ -604,23 +619,5 @@ mod tests {
         turn.claim();
         turn.wait(Duration::from_millis(1));
         assert_eq!(*lock(&turn.sleepers), 0);
-    }
-
-    #[test]
-    fn the_head_ends_at_the_first_blank_line_whatever_the_line_endings() {
-        assert_eq!(
-            head_end(b"HTTP/1.1 101 OK\r\nA: b\r\n\r\n\x81\x00", 0),
-            Some(25)
-        );
-        assert_eq!(head_end(b"HTTP/1.1 101 OK\nA: b\n\n\x81\x00", 0), Some(22));
-        assert_eq!(
-            head_end(b"HTTP/1.1 101 OK\r\nA: b\n\r\n\x81\x00", 0),
-            Some(24)
-        );
-        assert_eq!(head_end(b"HTTP/1.1 101 OK\r\nA: b\r\n\r", 0), None);
-        assert_eq!(head_end(b"HTTP/1.1 101 OK\r\nA: b\r\n", 0), None);
-        // A blank line that straddles two reads is found from two bytes before the new ones.
-        let buf = b"HTTP/1.1 101 OK\r\nA: b\r\n\r\n";
-        assert_eq!(head_end(buf, buf.len() - 3), Some(buf.len()));
     }
 }

@@ -2,6 +2,7 @@
 
 use super::proxy::ProxyError;
 use super::target::TargetError;
+use crate::log::Escaped;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -99,7 +100,7 @@ impl std::error::Error for Error {}
 pub(crate) fn describe(frame: &Option<CloseFrame>) -> String {
     match frame {
         Some(f) if f.reason.is_empty() => format!("{}", u16::from(f.code)),
-        Some(f) => format!("{} ({})", u16::from(f.code), f.reason),
+        Some(f) => format!("{} ({})", u16::from(f.code), Escaped(&f.reason)),
         None => "no status code".into(),
     }
 }

@@ -9,6 +9,7 @@
 
 mod conn;
 mod error;
+mod handshake;
 pub mod proxy;
 pub mod target;
 
@@ -17,10 +18,14 @@ pub use error::Error;
 pub use proxy::{Proxy, ProxyChoice, ProxyEnv, ProxyError, ProxySource};
 pub use target::{Target, TargetError};
 
-use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, tick, unbounded};
+use crate::log::Escaped;
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, Sender, after, bounded, never, select, tick, unbounded,
+};
 use error::describe;
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, SystemTime};
@@ -92,6 +97,7 @@ pub fn run(config: &Config, interrupt: Receiver<()>, open: &AtomicBool) -> Resul
         })
         .map_err(Error::Io)?;
 
+    let stop = watch_interrupt(interrupt, writer.clone()).map_err(Error::Io)?;
     let (ticks, lines) = match &config.input {
         Input::Ticks { interval } => (tick(*interval), never()),
         Input::Lines(lines) => (never(), lines.clone()),
@@ -132,10 +138,15 @@ pub fn run(config: &Config, interrupt: Receiver<()>, open: &AtomicBool) -> Resul
                 eprintln!("{} of {sent} echoes still outstanding after {:?}", sent - echoed, config.wait);
                 break;
             }
-            recv(interrupt) -> _ => break,
+            recv(stop.requested) -> _ => break,
         }
         if let Some(message) = outgoing {
             if let Err(e) = writer.send(message) {
+                if stop.interrupted.load(Ordering::SeqCst) {
+                    // Ctrl-C cut a write the server was not taking: no Close could get through.
+                    eprintln!("the server stopped reading: closed without the closing handshake");
+                    return Ok(());
+                }
                 // The reader sees the same break and says why; prefer its account.
                 return match done.recv_timeout(CLOSE_WAIT) {
                     Ok(end) => server_ended(Some(end)),
@@ -152,6 +163,47 @@ pub fn run(config: &Config, interrupt: Receiver<()>, open: &AtomicBool) -> Resul
         }
     }
     close_and_wait(&writer, &done)
+}
+
+/// Ctrl-C as the select loop sees it.
+struct Stop {
+    /// Ctrl-C came: dial has `CLOSE_WAIT` from now to close.
+    requested: Receiver<()>,
+    /// Set before the request is sent, and before the connection may be cut.
+    interrupted: Arc<AtomicBool>,
+    /// Dropped when `run` returns: the watcher then has nothing left to cut.
+    _running: Sender<()>,
+}
+
+/// Passes Ctrl-C on to the select loop, and makes sure it wins: the main thread may be
+/// blocked writing to a server that stopped reading (for up to the write timeout), and then
+/// neither the select loop nor a Close gets a turn. So if dial has not finished `CLOSE_WAIT`
+/// after the signal, the watcher cuts the connection, which fails the blocked write at once.
+/// One thread that sleeps in `recv` until a signal comes; it needs no lock and no polling,
+/// whichever thread the kernel handed the signal to.
+fn watch_interrupt(interrupt: Receiver<()>, writer: Writer) -> io::Result<Stop> {
+    let (request, requested) = bounded::<()>(1);
+    let (running, finished) = bounded::<()>(1);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let watcher = thread::Builder::new()
+        .name("wsecho-interrupt".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            if interrupt.recv().is_err() {
+                return;
+            }
+            flag.store(true, Ordering::SeqCst);
+            let _ = request.send(());
+            if let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(CLOSE_WAIT) {
+                writer.cut();
+            }
+        });
+    watcher.map(|_| Stop {
+        requested,
+        interrupted,
+        _running: running,
+    })
 }
 
 /// Sends Close 1000 and gives the server `CLOSE_WAIT` to finish the handshake.
@@ -215,6 +267,9 @@ fn print(out: &mut impl Write, message: &Message, prefix: bool) -> io::Result<()
         out.write_all(b"recv: ")?;
     }
     match message {
+        // A `recv:` line is for a person: the server's text cannot forge lines or drive the
+        // terminal. Bare lines (`--stdin` into a pipe) are data, passed on byte for byte.
+        Message::Text(text) if prefix => write!(out, "{}", Escaped(text))?,
         Message::Text(text) => out.write_all(text.as_bytes())?,
         Message::Binary(data) if prefix => {
             write!(out, "{} bytes binary: {}", data.len(), Hex(data))?

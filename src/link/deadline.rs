@@ -56,7 +56,15 @@ impl DeadlineWriter {
 
 impl Write for DeadlineWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match (&*self.0).write(buf)? {
+        let sent = loop {
+            match (&*self.0).write(buf) {
+                // A signal (Ctrl-C, SIGTERM) cut a blocked send short: not the peer's doing,
+                // and the handler decides what happens next.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                sent => break sent?,
+            }
+        };
+        match sent {
             n if n == buf.len() || n == 0 => Ok(n),
             n => self.finish(buf, n),
         }

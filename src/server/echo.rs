@@ -79,10 +79,12 @@ pub(crate) fn serve(conn: Conn<'_>) {
         tracker,
         peer_close: None,
         grown: false,
+        hung_up: false,
     };
     let end = echo.run(early);
-    if let End::ClosedByServer(..) = end {
-        // Our Close is written; let the peer read it rather than a reset.
+    if matches!(end, End::ClosedByServer(..) | End::Closed(_)) && !echo.hung_up {
+        // Our Close (or our reply to the peer's) is written; let the peer read it rather than
+        // a reset, should it have sent more behind its Close.
         crate::link::close_gently(&stream);
     }
     match end {
@@ -114,6 +116,8 @@ struct Echo<'a> {
     peer_close: Option<Option<CloseFrame>>,
     /// A big message grew the buffers since they were last given back.
     grown: bool,
+    /// The peer closed its side of the TCP connection: nothing is left to drain.
+    hung_up: bool,
 }
 
 /// What the last turn under the lock left to do.
@@ -306,7 +310,8 @@ impl Echo<'_> {
     }
 
     /// The peer closed TCP: after a Close it is the end of a clean close, before it a break.
-    fn reset_end(&self) -> End {
+    fn reset_end(&mut self) -> End {
+        self.hung_up = true;
         match &self.peer_close {
             Some(frame) => End::Closed(frame.clone()),
             None => End::Broken("closed without a Close frame".into()),

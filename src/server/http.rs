@@ -6,7 +6,9 @@
 //! - `GET /echo` with `Upgrade: websocket` → the upgrade (see `upgrade`);
 //! - `GET /echo` without it → 426 naming the protocol to upgrade to;
 //! - other methods on these paths → 405 with `Allow`; other paths → 404;
-//! - a malformed head → 400, a head over the cap → 431, no head in time → 408.
+//! - a malformed head → 400, a head over the cap → 431, no head in time → 408;
+//! - an HTTP/1.1 request without `Host`, any request with two, and an absolute-form target
+//!   (`GET http://host/echo`, routed by its path) naming another host than `Host` → 400.
 
 use crate::link::ReadTimeout;
 use std::io::{self, Read, Write};
@@ -152,9 +154,24 @@ pub(crate) enum Route<'h, 'b> {
 /// Routes a parsed head (see the module docs for the table).
 pub(crate) fn route<'h, 'b>(request: httparse::Request<'h, 'b>) -> Route<'h, 'b> {
     let method = request.method.unwrap_or("");
-    let target = request.path.unwrap_or("");
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let route = match (path, method) {
+    let (authority, path) = split_target(request.path.unwrap_or(""));
+    let route = match host_problem(&request, authority) {
+        Some(reply) => Route::Reply(reply),
+        None => by_path(path, method, request),
+    };
+    match route {
+        // A HEAD request gets the head of what GET would get, whatever the status.
+        Route::Reply(mut reply) if method == "HEAD" => {
+            reply.head_only = true;
+            Route::Reply(reply)
+        }
+        route => route,
+    }
+}
+
+/// The table in the module docs, for a request with its `Host` in order.
+fn by_path<'h, 'b>(path: &str, method: &str, request: httparse::Request<'h, 'b>) -> Route<'h, 'b> {
+    match (path, method) {
         ("/", "GET" | "HEAD") => Route::Reply(Reply::page()),
         ("/", _) => Route::Reply(
             Reply::text(405, "Method Not Allowed", "use GET\n").with("Allow", "GET, HEAD"),
@@ -182,15 +199,47 @@ pub(crate) fn route<'h, 'b>(request: httparse::Request<'h, 'b>) -> Route<'h, 'b>
             "Not Found",
             "not found: the page is at / and the WebSocket at /echo\n",
         )),
-    };
-    match route {
-        // A HEAD request gets the head of what GET would get, whatever the status.
-        Route::Reply(mut reply) if method == "HEAD" => {
-            reply.head_only = true;
-            Route::Reply(reply)
-        }
-        route => route,
     }
+}
+
+/// The authority an absolute-form target names (`GET http://host:port/echo`, RFC 7230
+/// 5.3.2, as a client talking to a proxy sends it), and the path to route by, without its
+/// query. An origin-form target (`/echo?x`) names no authority.
+fn split_target(target: &str) -> (Option<&str>, &str) {
+    let absolute = target.split_once("://").filter(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+    });
+    let (authority, path) = match absolute {
+        Some((_, rest)) => {
+            let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+            (Some(authority), path)
+        }
+        None => (None, target),
+    };
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    (authority, if path.is_empty() { "/" } else { path })
+}
+
+/// RFC 7230 5.4: an HTTP/1.1 request needs exactly one `Host`, and no request may have two
+/// (400, as Go's net/http answers). An absolute-form target must name the same host as
+/// `Host` does, so that whatever reads the host (the origin check) has one to go by and no
+/// choice between two.
+fn host_problem(request: &httparse::Request<'_, '_>, authority: Option<&str>) -> Option<Reply> {
+    let mut hosts = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    let why = match (hosts.next(), hosts.next()) {
+        (None, _) if request.version == Some(1) => "an HTTP/1.1 request needs a Host header\n",
+        (Some(_), Some(_)) => "more than one Host header\n",
+        (Some(host), None)
+            if authority.is_some_and(|a| !a.as_bytes().eq_ignore_ascii_case(host.value)) =>
+        {
+            "the request target names another host than the Host header\n"
+        }
+        _ => return None,
+    };
+    Some(Reply::text(400, "Bad Request", why))
 }
 
 /// True when an `Upgrade` header lists `websocket`; whether the rest of the handshake is
@@ -330,12 +379,18 @@ mod tests {
         let upgrade = "GET /echo HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
         for (request, status) in [
-            ("GET / HTTP/1.1\r\n\r\n", Some(200)),
+            ("GET / HTTP/1.1\r\nHost: h\r\n\r\n", Some(200)),
             ("HEAD /?x=1 HTTP/1.0\r\n\r\n", Some(200)),
-            ("POST / HTTP/1.1\r\n\r\n", Some(405)),
-            ("GET /echo HTTP/1.1\r\n\r\n", Some(426)),
-            ("PUT /echo HTTP/1.1\r\n\r\n", Some(405)),
-            ("GET /nope HTTP/1.1\r\n\r\n", Some(404)),
+            ("POST / HTTP/1.1\r\nHost: h\r\n\r\n", Some(405)),
+            ("GET /echo HTTP/1.1\r\nHost: h\r\n\r\n", Some(426)),
+            ("PUT /echo HTTP/1.1\r\nHost: h\r\n\r\n", Some(405)),
+            ("GET /nope HTTP/1.1\r\nHost: h\r\n\r\n", Some(404)),
+            ("GET / HTTP/1.1\r\n\r\n", Some(400)),
+            ("GET / HTTP/1.1\r\nHost: h\r\nhost: h\r\n\r\n", Some(400)),
+            ("GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n", Some(200)),
+            ("GET HTTP://H?x HTTP/1.1\r\nHost: h\r\n\r\n", Some(200)),
+            ("GET http://h/nope HTTP/1.1\r\nHost: h\r\n\r\n", Some(404)),
+            ("GET http://other/ HTTP/1.1\r\nHost: h\r\n\r\n", Some(400)),
             ("GET / HTTP/1.1\r\n", None),
             ("\x16\x03\x01 TLS hello\r\n\r\n", Some(400)),
             (&format!("{upgrade}\r\n"), Some(101)),
@@ -389,6 +444,76 @@ mod tests {
                 out.extend_from_slice(&tail);
                 out
             })
+    }
+
+    /// An upgrade request whose `Connection` and `Upgrade` tokens are spread over lines as
+    /// `connection` and `upgrade` say, with `hosts` Host lines and an origin-form or an
+    /// absolute-form target.
+    fn upgrade_with(
+        connection: &[Vec<&str>],
+        upgrade: &[Vec<&str>],
+        hosts: usize,
+        absolute: bool,
+        shuffle: u64,
+    ) -> Vec<u8> {
+        let mut lines: Vec<String> = Vec::new();
+        lines.extend(
+            connection
+                .iter()
+                .map(|t| format!("Connection: {}", t.join(", "))),
+        );
+        lines.extend(upgrade.iter().map(|t| format!("Upgrade: {}", t.join(","))));
+        lines.extend(std::iter::repeat_n("Host: h:1".to_string(), hosts));
+        lines.push("Sec-WebSocket-Version: 13".into());
+        lines.push("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==".into());
+        // Header order is the peer's business.
+        let n = lines.len();
+        for i in 0..n {
+            lines.swap(i, (shuffle as usize).wrapping_mul(i + 7) % n);
+        }
+        let target = if absolute { "http://h:1/echo" } else { "/echo" };
+        let mut out = format!("GET {target} HTTP/1.1\r\n");
+        for line in lines {
+            out.push_str(&line);
+            out.push_str("\r\n");
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
+    }
+
+    fn token_lines(tokens: Vec<&'static str>) -> impl Strategy<Value = Vec<Vec<&'static str>>> {
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(tokens), 1..4),
+            0..4,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// However the list headers are split over lines and whatever else they list, with one
+        /// Host the upgrade is accepted exactly when the lists hold `Upgrade` and `websocket`;
+        /// without a Host, or with two, it is a 400.
+        #[test]
+        fn upgrades_follow_the_token_lists_and_the_host_rule(
+            connection in token_lines(vec!["keep-alive", "Upgrade", "upgrade", "close", "x"]),
+            upgrade in token_lines(vec!["websocket", "WebSocket", "h2c", "TLS/1.0"]),
+            hosts in 0usize..3,
+            absolute in any::<bool>(),
+            shuffle in any::<u64>(),
+        ) {
+            let bytes = upgrade_with(&connection, &upgrade, hosts, absolute, shuffle);
+            let has = |lines: &[Vec<&str>], token: &str| {
+                lines.iter().flatten().any(|t| t.eq_ignore_ascii_case(token))
+            };
+            let expected = match hosts {
+                1 if !has(&upgrade, "websocket") => 426,
+                1 if has(&connection, "upgrade") => 101,
+                1 => 400,
+                _ => 400,
+            };
+            prop_assert_eq!(answer(&bytes), Some(expected), "{}", String::from_utf8_lossy(&bytes));
+        }
     }
 
     proptest! {

@@ -5,7 +5,8 @@
 //! - **Origin**, as gorilla's `Upgrader` does by default: a browser request whose `Origin`
 //!   names another host than its `Host` header is refused with 403, so a page elsewhere cannot
 //!   use a visitor's browser to talk to this server; requests without `Origin` (non-browser
-//!   clients) pass; a list of allowed origins widens the rule.
+//!   clients) pass; a list of allowed origins widens the rule. The front door has made sure there is
+//!   exactly one `Host` (and that an absolute-form target names the same host).
 //! - **Subprotocol**: an echo speaks every protocol, so the first one the client offers is
 //!   accepted. (Clients that offer one fail the handshake if the server picks none.)
 
@@ -118,17 +119,33 @@ const VALIDATED: [&str; 4] = [
     "sec-websocket-key",
 ];
 
+/// The list headers whose token tungstenite looks for, each with that token. tungstenite
+/// reads only the first line of each, and wants `Upgrade` to be exactly `websocket`; RFC 7230
+/// 3.2.2 makes repeated lines one list, and a client may offer more than one protocol
+/// (`Upgrade: websocket, h2c`).
+const LISTS: [(&str, &str); 2] = [("connection", "Upgrade"), ("upgrade", "websocket")];
+
 /// The parsed head as the `http::Request` tungstenite validates. The path is checked by our
 /// routing, not by tungstenite, so the URI stays `/`: a request target `http::Uri` refuses
-/// must not turn into a 400 here.
+/// must not turn into a 400 here. A list header whose lines hold the token tungstenite looks
+/// for is given to it as that token alone; one that does not is given as it came, for
+/// tungstenite to refuse.
 fn to_http(request: &httparse::Request<'_, '_>) -> Result<Request, String> {
     let mut builder = Request::builder()
         .method(request.method.unwrap_or("GET"))
         .version(Version::HTTP_11);
-    let validated = request
-        .headers
-        .iter()
-        .filter(|h| VALIDATED.iter().any(|v| h.name.eq_ignore_ascii_case(v)));
+    let listed = LISTS
+        .map(|(name, token)| header_tokens(request, name).any(|t| t.eq_ignore_ascii_case(token)));
+    for ((name, token), _) in LISTS.iter().zip(listed).filter(|(_, listed)| *listed) {
+        builder = builder.header(*name, token.as_bytes());
+    }
+    let validated = request.headers.iter().filter(|h| {
+        VALIDATED.iter().any(|v| h.name.eq_ignore_ascii_case(v))
+            && !LISTS
+                .iter()
+                .zip(listed)
+                .any(|((name, _), listed)| listed && h.name.eq_ignore_ascii_case(name))
+    });
     for h in validated {
         builder = builder.header(h.name, h.value);
     }

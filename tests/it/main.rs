@@ -10,6 +10,7 @@ mod common;
 
 mod browser;
 mod dial;
+mod edges;
 mod interop;
 mod proxy;
 mod robustness;
