@@ -3,6 +3,8 @@
 //! for a port to accept, and running a command to completion under a deadline.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
