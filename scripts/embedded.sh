@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the static binaries for embedded boxes and checks the aarch64 one under qemu-user:
+# Builds the static binaries for embedded boxes (TLS included: ring needs gcc and clang) and
+# checks the aarch64 one under qemu-user:
 #   target/x86_64-unknown-linux-musl/release/wsecho   (static-pie, musl)
 #   target/aarch64-unknown-linux-musl/release/wsecho  (static, musl, linked by rust-lld)
 # A target that rustup cannot fetch is skipped with a line saying so; anything else that
@@ -21,7 +22,15 @@ for target in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
   have_target "$target" || continue
   # rust-lld links musl targets with the C runtime Rust ships for them: no cross gcc needed.
   linker_var="CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_LINKER"
-  if ! env "$linker_var=rust-lld" cargo build --release --quiet --target "$target" --bin wsecho; then
+  # ring (the crypto under TLS) compiles C and assembly for the target: the host's gcc
+  # serves x86_64 musl, clang cross-compiles for aarch64 (cc passes it --target).
+  cc_var="CC_${target//-/_}"
+  case "$target" in
+    x86_64-*) cc=gcc ;;
+    *) cc=clang ;;
+  esac
+  command -v "$cc" >/dev/null || { echo "embedded: FAILED: $cc missing (apt-get install $cc)"; status=1; continue; }
+  if ! env "$linker_var=rust-lld" "$cc_var=$cc" cargo build --release --quiet --target "$target" --bin wsecho; then
     echo "embedded: FAILED to build for $target"; status=1; continue
   fi
   bin="target/$target/release/wsecho"

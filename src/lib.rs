@@ -24,3 +24,5 @@ pub mod log;
 pub mod server;
 mod sys;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;

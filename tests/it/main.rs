@@ -9,6 +9,7 @@
 mod common;
 
 mod browser;
+mod certs;
 mod dial;
 mod edges;
 mod interop;

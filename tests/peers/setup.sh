@@ -2,6 +2,8 @@
 # Installs and builds the independent WebSocket peers that tests/it/interop.rs
 # runs against wsecho:
 #   - Go (gorilla/websocket, Debian package) -> target/peers/go-echo-{server,client}
+#     (plain by default; TLS with -cert/-key [-client-ca] on the server, -ca [-cert -key]
+#     on the client)
 #   - Python `websockets` in a venv          -> target/peers/venv
 #   - Node `ws` (npm)                         -> tests/peers/node/node_modules
 # Safe to re-run; a re-run only checks and rebuilds the (cached) Go programs.

@@ -4,10 +4,14 @@
 // ping, checks every echo (type and bytes) and the pong, then sends
 // Close(1000, "bye") and expects the server's close reply with code 1000.
 // Prints "ok" and exits 0, or prints what failed and exits 1. Deadline: 20 s.
+// For a wss:// URL, -ca names the PEM CA certificates to trust (instead of the
+// system's) and -cert/-key a client certificate to present.
 package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,12 +38,33 @@ func typeName(mt int) string {
 
 func main() {
 	url := flag.String("url", "ws://127.0.0.1:8080/echo", "echo server URL")
+	ca := flag.String("ca", "", "PEM CA certificates to trust for wss:// (default: the system's)")
+	cert := flag.String("cert", "", "PEM client certificate to present (needs -key)")
+	key := flag.String("key", "", "PEM private key for -cert")
 	flag.Parse()
 
 	deadline := time.Now().Add(20 * time.Second)
 	time.AfterFunc(time.Until(deadline), func() { fail("overall 20 s deadline exceeded") })
 
-	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	dialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second, TLSClientConfig: &tls.Config{}}
+	if *ca != "" {
+		pem, err := os.ReadFile(*ca)
+		if err != nil {
+			fail("read -ca: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			fail("no certificate in %s", *ca)
+		}
+		dialer.TLSClientConfig.RootCAs = pool
+	}
+	if *cert != "" || *key != "" {
+		pair, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			fail("load -cert/-key: %v", err)
+		}
+		dialer.TLSClientConfig.Certificates = []tls.Certificate{pair}
+	}
 	c, resp, err := dialer.Dial(*url, nil)
 	if err != nil {
 		if resp != nil {

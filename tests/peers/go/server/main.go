@@ -4,9 +4,14 @@
 // back with the same message type. Any Origin is accepted (test peer only).
 // With -log it also logs "client close code N" when the client's Close arrives and
 // "ping" for every ping it answers (gorilla's own handler sends the pong).
+// With -cert and -key (PEM) it serves over TLS (https and wss) instead, as
+// gorilla's echo example would behind http.ListenAndServeTLS; -client-ca makes it
+// require and verify client certificates.
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,8 +24,11 @@ import (
 )
 
 var (
-	addr    = flag.String("addr", "127.0.0.1:8080", "http service address")
-	logging = flag.Bool("log", false, "log connections and messages")
+	addr     = flag.String("addr", "127.0.0.1:8080", "http service address")
+	logging  = flag.Bool("log", false, "log connections and messages")
+	cert     = flag.String("cert", "", "PEM certificate chain: serve TLS (needs -key)")
+	key      = flag.String("key", "", "PEM private key for -cert")
+	clientCA = flag.String("client-ca", "", "PEM CA certificates: require client certificates they issued")
 )
 
 var upgrader = websocket.Upgrader{
@@ -73,7 +81,27 @@ func main() {
 	}
 	http.HandleFunc("/echo", echo)
 	log.Printf("listening on %s", *addr)
-	err := http.ListenAndServe(*addr, nil)
+	var err error
+	if *cert == "" && *key == "" && *clientCA == "" {
+		err = http.ListenAndServe(*addr, nil)
+	} else {
+		server := &http.Server{Addr: *addr, TLSConfig: &tls.Config{}}
+		if *clientCA != "" {
+			pem, readErr := os.ReadFile(*clientCA)
+			if readErr != nil {
+				fmt.Fprintln(os.Stderr, "go-echo-server:", readErr)
+				os.Exit(1)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				fmt.Fprintln(os.Stderr, "go-echo-server: no certificate in", *clientCA)
+				os.Exit(1)
+			}
+			server.TLSConfig.ClientCAs = pool
+			server.TLSConfig.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		err = server.ListenAndServeTLS(*cert, *key)
+	}
 	fmt.Fprintln(os.Stderr, "go-echo-server:", err)
 	os.Exit(1)
 }

@@ -1,0 +1,354 @@
+//! One connection's TLS, driven by hand so that it fits the connection layer's split: one
+//! thread blocks reading the socket *outside* the connection's lock and gets raw bytes; under
+//! the lock those bytes are decrypted and handed on, and every writer encrypts and writes its
+//! records out. `rustls::StreamOwned` needs `&mut` to read and to write at once, which is
+//! exactly what the split exists to avoid, so a [`Session`] owns only the TLS state, and each
+//! turn under the lock borrows the bytes just read and the writer as a [`Stream`].
+//!
+//! Before that split exists (the TLS handshake, the HTTP request or response head), the
+//! connection belongs to one thread: [`Session::handshake`] runs the handshake against a
+//! deadline, and [`Blocking`] reads and writes plaintext straight over the socket.
+
+use super::error::{Error, to_io};
+use super::{sniff, subject};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The TLS state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    pub(super) conn: Connection,
+    /// Raw TLS bytes the reader handed over that rustls did not take yet (it takes more only
+    /// once the plaintext it holds has been read); fed before the next input. Empty, and
+    /// without an allocation, nearly always.
+    backlog: Vec<u8>,
+}
+
+impl Session {
+    /// A client session for `host` (a DNS name, or an IP address with or without brackets):
+    /// it is sent as SNI (not for IP addresses) and checked against the certificate's names.
+    pub fn client(config: Arc<ClientConfig>, host: &str) -> Result<Self, Error> {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let name = ServerName::try_from(bare.to_owned())
+            .map_err(|_| Error::BadServerName(host.to_owned()))?;
+        let conn = ClientConnection::new(config, name).map_err(Error::Tls)?;
+        Ok(Session::new(conn.into()))
+    }
+
+    /// A server session.
+    pub fn server(config: Arc<ServerConfig>) -> Result<Self, Error> {
+        let conn = ServerConnection::new(config).map_err(Error::Tls)?;
+        Ok(Session::new(conn.into()))
+    }
+
+    fn new(conn: Connection) -> Self {
+        Session {
+            conn,
+            backlog: Vec::new(),
+        }
+    }
+
+    /// Runs the handshake over `socket` until it completes or `deadline` passes (the socket's
+    /// read and write timeouts are set to what is left before each read and write, and left
+    /// so: the caller sets its own afterwards). Application data that arrived with the
+    /// handshake's last flight stays in the session for the first read.
+    ///
+    /// On a failure the peer is sent the TLS alert that says why, except when it does not
+    /// speak TLS ([`Error::NotTls`]): then nothing is written, so that the caller may answer
+    /// in the peer's own protocol (plain HTTP).
+    pub fn handshake(&mut self, socket: &TcpStream, deadline: Instant) -> Result<(), Error> {
+        let mut watch = FirstByte {
+            socket,
+            first: None,
+        };
+        loop {
+            while self.conn.wants_write() {
+                socket.set_write_timeout(Some(left(deadline)?))?;
+                self.conn.write_tls(&mut &*socket)?;
+            }
+            if !self.conn.is_handshaking() {
+                return Ok(());
+            }
+            socket.set_read_timeout(Some(left(deadline)?))?;
+            match self.conn.read_tls(&mut watch) {
+                Ok(0) if watch.not_tls() => return Err(Error::NotTls),
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                if watch.not_tls() {
+                    return Err(Error::NotTls);
+                }
+                // Tell the peer why, if that still fits in the deadline.
+                if let Ok(left) = left(deadline) {
+                    let _ = socket.set_write_timeout(Some(left));
+                    let _ = self.write_pending(&mut &*socket);
+                }
+                return Err(e.into());
+            }
+        }
+    }
+
+    /// The session over `input` (bytes just read from the socket) and `sink` (the socket's
+    /// writing half), for one turn under the connection's lock.
+    pub fn stream<'a, W: Write>(&'a mut self, input: &'a [u8], sink: &'a mut W) -> Stream<'a, W> {
+        Stream {
+            session: self,
+            input,
+            sink,
+        }
+    }
+
+    /// The session over a socket that one thread owns (the HTTP head before the upgrade).
+    pub fn blocking<'a, S: Read + Write>(&'a mut self, socket: S) -> Blocking<'a, S> {
+        Blocking {
+            session: self,
+            socket,
+        }
+    }
+
+    /// Writes every TLS record rustls has queued (handshake messages, alerts, encrypted data)
+    /// to `sink`.
+    pub fn write_pending<W: Write + ?Sized>(&mut self, sink: &mut W) -> io::Result<()> {
+        while self.conn.wants_write() {
+            let mut sink = WriteOnly(&mut *sink);
+            match self.conn.write_tls(&mut sink) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells the peer we will send nothing more (TLS close_notify) and writes it out.
+    pub fn send_close_notify<W: Write + ?Sized>(&mut self, sink: &mut W) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.write_pending(sink)
+    }
+
+    /// Whether rustls has records queued for the peer.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// The subject of the certificate the peer presented and we verified (a client's, under
+    /// mutual TLS), as `CN=…, O=…`; `None` if it sent none.
+    pub fn peer_subject(&self) -> Option<String> {
+        let cert = self.conn.peer_certificates()?.first()?;
+        subject::subject(cert)
+    }
+
+    /// The certificate the peer presented (its own, not the chain), if any.
+    pub fn peer_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        self.conn.peer_certificates()?.first()
+    }
+
+    /// The application protocol both sides agreed on (ALPN), if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
+    }
+
+    /// The plaintext rustls holds, else the TLS bytes left from earlier input, else `input`,
+    /// fed to rustls until there is plaintext to read or nothing left to feed. Returns false
+    /// when there was nothing to feed.
+    fn feed<W: Write + ?Sized>(&mut self, input: &mut &[u8], sink: &mut W) -> io::Result<bool> {
+        let mut fed = false;
+        loop {
+            let source: &mut dyn Read = if !self.backlog.is_empty() {
+                &mut Backlog(&mut self.backlog)
+            } else if !input.is_empty() {
+                input
+            } else {
+                return Ok(fed);
+            };
+            // Never with an empty source: rustls takes a read of 0 for the peer's EOF.
+            match self.conn.read_tls(source) {
+                Ok(_) => fed = true,
+                // rustls holds as much plaintext as it takes: hand that over first.
+                Err(_) if fed => return Ok(true),
+                Err(e) => return Err(e),
+            }
+            match self.conn.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() > 0 => return Ok(true),
+                Ok(state) if state.peer_has_closed() => return Ok(true),
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = self.write_pending(sink);
+                    return Err(to_io(e));
+                }
+            }
+        }
+    }
+
+    /// Plaintext from rustls: `Ok(0)` once the peer sent close_notify, `WouldBlock` when
+    /// there is none for now.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.conn.reader().read(buf)
+    }
+
+    /// Encrypts `buf` and writes the records to `sink`. rustls owns what it accepted: when
+    /// writing the records fails after that, the accepted count is still returned (so the
+    /// caller does not send the bytes twice) and the failure comes back at the next write or
+    /// flush, which tries to write the same records again.
+    fn write_plain<W: Write + ?Sized>(&mut self, buf: &[u8], sink: &mut W) -> io::Result<usize> {
+        self.write_pending(sink)?;
+        let n = self.conn.writer().write(buf)?;
+        let _ = self.write_pending(sink);
+        Ok(n)
+    }
+}
+
+/// What is left before `deadline`, or a time-out error once it has passed.
+fn left(deadline: Instant) -> Result<std::time::Duration, Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::TimedOut);
+    }
+    Ok(left)
+}
+
+/// Reads a socket for rustls and remembers the first byte the peer sent, to tell a peer that
+/// does not speak TLS from one that speaks it badly.
+struct FirstByte<'a> {
+    socket: &'a TcpStream,
+    first: Option<u8>,
+}
+
+impl FirstByte<'_> {
+    fn not_tls(&self) -> bool {
+        self.first.is_some_and(|b| !sniff::is_tls_record_type(b))
+    }
+}
+
+impl Read for FirstByte<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (&*self.socket).read(buf)?;
+        if self.first.is_none() && n > 0 {
+            self.first = Some(buf[0]);
+        }
+        Ok(n)
+    }
+}
+
+/// Reads the session's leftover TLS bytes, removing what was read.
+struct Backlog<'a>(&'a mut Vec<u8>);
+
+impl Read for Backlog<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0.drain(..n);
+        Ok(n)
+    }
+}
+
+/// Lets a `?Sized` writer be passed where rustls wants `&mut dyn Write`.
+struct WriteOnly<'a, W: ?Sized>(&'a mut W);
+
+impl<W: Write + ?Sized> Write for WriteOnly<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// One turn under the connection's lock: reads decrypt the bytes the reader handed over
+/// (`WouldBlock` once they are used up, as the plain connection's input does), writes encrypt
+/// and go out to the sink. Input rustls could not take yet is kept for the next turn.
+pub struct Stream<'a, W: Write> {
+    session: &'a mut Session,
+    input: &'a [u8],
+    sink: &'a mut W,
+}
+
+impl<W: Write> Read for Stream<'_, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.session.read_plain(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+            if !self.session.feed(&mut self.input, self.sink)? {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+        }
+    }
+}
+
+impl<W: Write> Write for Stream<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.session.write_plain(buf, self.sink)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.session.write_pending(self.sink)?;
+        self.sink.flush()
+    }
+}
+
+impl<W: Write> Drop for Stream<'_, W> {
+    fn drop(&mut self) {
+        if !self.input.is_empty() {
+            self.session.backlog.extend_from_slice(self.input);
+        }
+    }
+}
+
+/// The session over a socket one thread owns: reads block on the socket until there is
+/// plaintext (`Ok(0)` after the peer's close_notify; an `UnexpectedEof` error if it closed
+/// without one), writes encrypt and write the records out at once.
+pub struct Blocking<'a, S: Read + Write> {
+    session: &'a mut Session,
+    socket: S,
+}
+
+impl<S: Read + Write> Read for Blocking<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.session.read_plain(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => return done,
+            }
+            if self.session.feed(&mut &[][..], &mut self.socket)? {
+                continue;
+            }
+            if self.session.conn.read_tls(&mut self.socket)? == 0 {
+                // rustls now knows of the EOF: the next read_plain says how it ended.
+                continue;
+            }
+            if let Err(e) = self.session.conn.process_new_packets() {
+                let _ = self.session.write_pending(&mut self.socket);
+                return Err(to_io(e));
+            }
+        }
+    }
+}
+
+impl<S: Read + Write> Write for Blocking<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.session.write_plain(buf, &mut self.socket)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.session.write_pending(&mut self.socket)?;
+        self.socket.flush()
+    }
+}
