@@ -13,6 +13,7 @@
 
 mod config;
 mod echo;
+mod forwarded;
 mod http;
 mod reject;
 mod tracker;
@@ -94,6 +95,7 @@ struct Shared {
     log: Log,
     tracker: Arc<Tracker>,
     policy: upgrade::Policy,
+    trusted: forwarded::TrustedProxies,
 }
 
 /// Stops a running server from another thread (a signal handler, a test).
@@ -136,12 +138,14 @@ impl Server {
         crate::sys::limit_malloc_arenas();
         let max_conns = config.limits.max_conns.unwrap_or_else(default_max_conns);
         let policy = upgrade::Policy::new(&config.allowed_origins);
+        let trusted = forwarded::TrustedProxies::new(config.trusted_proxies.clone());
         let shared = Shared {
             config,
             max_conns,
             log,
             tracker: Arc::new(Tracker::new()),
             policy,
+            trusted,
         };
         Ok(Server {
             listener,
@@ -270,6 +274,10 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
             return;
         }
         http::Route::Upgrade(request) => request,
+    };
+    let peer = forwarded::Peer {
+        addr: peer,
+        client: shared.trusted.client(peer.ip(), &request),
     };
     let ctx = match upgrade::accept(&stream, &request, &shared.policy, limits) {
         Ok(ctx) => ctx,
