@@ -188,12 +188,17 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     let interval = p
         .opt(&mut args, "--interval", positive_seconds)?
         .unwrap_or(Duration::from_secs(1));
+    let window = p.opt(&mut args, "--window", count)?;
     let count = p.opt(&mut args, "--count", count)?.map(|n| n as u64);
     let stdin = args.contains("--stdin");
     let binary = args.contains("--binary");
     let wait = p
         .opt(&mut args, "--wait", seconds)?
         .unwrap_or(Duration::from_secs(1));
+    let reconnect = args.contains("--reconnect");
+    let reconnect_max = p.opt(&mut args, "--reconnect-max", positive_seconds)?;
+    let stats = args.contains("--stats");
+    let size = p.opt(&mut args, "--size", bytes)?;
     let mut headers = p.many(&mut args, ["-H", "--header"], "--header", nonempty)?;
     let origin = p.opt(&mut args, "--origin", nonempty)?;
     let subprotocol = p.opt(&mut args, "--subprotocol", nonempty)?;
@@ -229,6 +234,25 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
             help: HELP,
         }));
     }
+    let misplaced = if reconnect_max.is_some() && !reconnect {
+        Some("--reconnect-max goes with --reconnect")
+    } else if window.is_some() && !(reconnect && stdin) {
+        Some("--window goes with --reconnect and --stdin")
+    } else if stats && stdin {
+        Some("--stats sends probes of its own: it does not go with --stdin")
+    } else if size.is_some() && !stats {
+        Some("--size goes with --stats")
+    } else if size.is_some_and(|s| s < client::MIN_PROBE_SIZE) {
+        Some("--size: a probe needs at least 8 bytes (its sequence number)")
+    } else {
+        None
+    };
+    if let Some(message) = misplaced {
+        return Err(Error::Usage(Usage {
+            message: message.into(),
+            help: HELP,
+        }));
+    }
     if let Some(origin) = origin {
         headers.push(format!("Origin: {origin}"));
     }
@@ -253,15 +277,25 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     }
     let input = if stdin {
         Input::Lines(stdin_lines(binary))
+    } else if stats {
+        Input::Probes {
+            interval,
+            size: size.unwrap_or(32),
+        }
     } else {
         Input::Ticks { interval }
     };
+    let reconnect = reconnect.then(|| client::Reconnect {
+        max_wait: reconnect_max.unwrap_or(Duration::from_secs(30)),
+        window: window.unwrap_or(1024),
+    });
     Ok(Some(client::Config {
         target,
         options,
         input,
         count,
         wait,
+        reconnect,
     }))
 }
 
