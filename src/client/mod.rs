@@ -396,10 +396,12 @@ impl<'a> Dial<'a> {
                 if let Some(probes) = &self.probes {
                     probes.sending(self.sent + 1);
                 }
+                // Counted before the write: a message the write may have lost still
+                // waits for its echo.
+                self.sent += 1;
                 if let Err(e) = writer.send(message) {
                     return self.send_failed(e, done, stop);
                 }
-                self.sent += 1;
                 if self.input_done() {
                     self.finish_by = after(self.config.wait);
                 }

@@ -15,5 +15,6 @@ mod dial;
 mod edges;
 mod interop;
 mod proxy;
+mod reconnect;
 mod robustness;
 mod serve;
