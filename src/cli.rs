@@ -76,6 +76,20 @@ Options:
                             terminal); at end of input wait for the echoes, close
   --binary                  with --stdin, send lines as binary messages
   --wait SECS               at the end, how long to wait for echoes [default: 1]
+  --reconnect               when the connection breaks, or the server closes with
+                            1001, 1012 or 1013, connect again (backoff from 0.1 s,
+                            doubling, with jitter); the first connect retries too.
+                            With --stdin, lines not yet echoed are sent again: each
+                            comes back once, in order. --count counts echoes.
+                            Not retried: Close 1000 or another code, 4xx, bad URL
+  --reconnect-max SECS      longest wait between attempts [default: 30]
+  --window N                with --reconnect --stdin, lines waiting for their echo
+                            at most; stdin is read no further [default: 1024]
+  --stats                   send probes instead of ticks and print, like ping, each
+                            round trip and at the end (or Ctrl-C) a summary: sent,
+                            received, loss, min/avg/max/mdev, p50/p99, and the first
+                            connection's connect and upgrade times
+  --size BYTES              with --stats, bytes per probe (at least 8) [default: 32]
   -H, --header 'NAME: VALUE'  extra request header (repeatable)
   --origin URL              send this Origin header
   --subprotocol NAME        ask for this subprotocol
@@ -93,7 +107,8 @@ Messages go to stdout, diagnostics to stderr.
 Exit status: 0 closed normally (by us, by the server with 1000/1001, or stdout
 was closed by its reader),
 1 connection failed, refused or broken, the server closed with another code, or
-Ctrl-C came before the connection was open,
+Ctrl-C came before the connection was open (or between two with --reconnect),
+or with --stats a probe got no echo,
 2 bad usage.
 ";
 

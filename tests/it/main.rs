@@ -18,3 +18,4 @@ mod proxy;
 mod reconnect;
 mod robustness;
 mod serve;
+mod stats;
