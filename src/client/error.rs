@@ -174,3 +174,51 @@ pub(crate) fn describe(frame: &Option<CloseFrame>) -> String {
         None => "no status code".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::protocol::frame::coding::CloseCode;
+
+    fn closed(code: u16) -> Error {
+        Error::ClosedByServer(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        }))
+    }
+
+    #[test]
+    fn what_will_heal_is_what_a_restarting_server_or_network_does() {
+        let refused = |status| Error::Refused {
+            status,
+            reason: String::new(),
+        };
+        let connect = Error::Connect {
+            addr: ([127, 0, 0, 1], 1).into(),
+            source: io::ErrorKind::ConnectionRefused.into(),
+        };
+        for healing in [
+            connect,
+            Error::Lost("reset".into()),
+            Error::HandshakeCut("eof".into()),
+            refused(503),
+            closed(1001),
+            closed(1012),
+            closed(1013),
+        ] {
+            assert!(healing.will_heal(), "{healing}");
+        }
+        for lasting in [
+            refused(404),
+            refused(403),
+            closed(1000),
+            closed(1011),
+            closed(4000),
+            Error::ClosedByServer(None),
+            Error::Handshake("chose an extension".into()),
+            Error::NotAnEcho { waiting: 3 },
+        ] {
+            assert!(!lasting.will_heal(), "{lasting}");
+        }
+    }
+}
