@@ -332,13 +332,17 @@ impl Server {
     }
 }
 
-/// The port of wsecho's `listening on http://ADDR (…)` line, once it is in `log`.
+/// The port of wsecho's `listening on http://ADDR (…)` line (`https://` when it serves TLS),
+/// once it is in `log`.
 pub fn listening_port(log: &str) -> Option<u16> {
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("listening on http://"))?;
-    let addr = line["listening on http://".len()..].split(' ').next()?;
-    addr.parse::<SocketAddr>().ok().map(|a| a.port())
+    log.lines().find_map(|line| {
+        let rest = line.strip_prefix("listening on ")?;
+        let rest = rest
+            .strip_prefix("http://")
+            .or_else(|| rest.strip_prefix("https://"))?;
+        let addr = rest.split(' ').next()?;
+        addr.parse::<SocketAddr>().ok().map(|a| a.port())
+    })
 }
 
 /// Reads lines from a server's piped stderr until its `listening on` line; its port. The

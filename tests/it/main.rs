@@ -13,6 +13,7 @@ mod certs;
 mod dial;
 mod edges;
 mod interop;
+mod interop_tls;
 mod proxy;
 mod robustness;
 mod serve;
