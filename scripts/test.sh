@@ -37,7 +37,7 @@ step "cargo test --workspace (with the real-peer and browser tests; builds bench
 # (it says so) fails here instead of passing without having tested anything.
 export CI="${CI:-1}"
 cargo test --workspace --no-fail-fast -- --include-ignored
-echo "browser screenshots (CI artifacts): $root/target/browser-e2e.png $root/target/browser-tls-e2e.png"
+echo "browser screenshot (CI artifact): $root/target/browser-e2e.png"
 
 step "Autobahn TestSuite, server and client"
 bash scripts/conformance.sh

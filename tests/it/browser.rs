@@ -15,10 +15,7 @@
 //!     tests/peers/browser/setup.sh
 //!     cargo test --test it browser -- --include-ignored --nocapture
 
-use crate::certs::spki_sha256_base64;
-use crate::common::{Finished, Server, free_port, repo_root, run, serve};
-use crate::interop::go_server_cmd;
-use crate::interop_tls::{start_wsecho_serve_tls, test_certs};
+use crate::common::{Finished, Server, repo_root, run, serve};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -79,52 +76,62 @@ fn browser_e2e() {
     assert_e2e_ok(&done, &server);
 }
 
-/// The page over https from `serve --tls-*`, its echo over wss, Chromium trusting the key.
-#[test]
-#[ignore = "needs chromium: run tests/peers/browser/setup.sh"]
-fn browser_tls_e2e() {
-    let c = test_certs();
-    let server = start_wsecho_serve_tls(&c.server_ec_chain, &c.server_ec_key, &[]);
-    let url = format!("https://127.0.0.1:{}/", server.port);
-    let spki = spki_sha256_base64(&c.server_ec_key);
-    let done = e2e(&server, &url, "browser-tls-e2e.png", Some(&spki));
-    assert_e2e_ok(&done, &server);
-}
+/// Over https: needs the cargo feature tls.
+#[cfg(feature = "tls")]
+mod tls {
+    use super::{assert_e2e_ok, e2e};
+    use crate::certs::spki_sha256_base64;
+    use crate::common::{Server, free_port, repo_root};
+    use crate::interop::go_server_cmd;
+    use crate::interop_tls::{start_wsecho_serve_tls, test_certs};
 
-/// Chromium told to trust another key refuses wsecho's certificate: the trust above is what
-/// makes that test pass, not a browser that accepts anything.
-#[test]
-#[ignore = "needs chromium: run tests/peers/browser/setup.sh"]
-fn browser_refuses_wsecho_serve_tls_with_a_key_it_does_not_trust() {
-    let c = test_certs();
-    let server = start_wsecho_serve_tls(&c.server_ec_chain, &c.server_ec_key, &[]);
-    let url = format!("https://127.0.0.1:{}/", server.port);
-    let other = spki_sha256_base64(&c.self_signed_key);
-    let done = e2e(&server, &url, "browser-tls-refused.png", Some(&other));
-    assert!(
-        !done.status.success() && done.stdout.contains("ERR_CERT_AUTHORITY_INVALID"),
-        "want e2e.mjs to fail on ERR_CERT_AUTHORITY_INVALID\n{}",
-        done.describe()
-    );
-}
+    /// The page over https from `serve --tls-*`, its echo over wss, Chromium trusting the key.
+    #[test]
+    #[ignore = "needs chromium: run tests/peers/browser/setup.sh"]
+    fn browser_tls_e2e() {
+        let c = test_certs();
+        let server = start_wsecho_serve_tls(&c.server_ec_chain, &c.server_ec_key, &[]);
+        let url = format!("https://127.0.0.1:{}/", server.port);
+        let spki = spki_sha256_base64(&c.server_ec_key);
+        let done = e2e(&server, &url, "browser-tls-e2e.png", Some(&spki));
+        assert_e2e_ok(&done, &server);
+    }
 
-/// Calibration, no wsecho serving: the Go gorilla TLS server serves wsecho's page at / and
-/// echoes at /echo. When this passes and browser_tls_e2e fails, the failure is wsecho's.
-#[test]
-#[ignore = "needs chromium and peers: run tests/peers/setup.sh and tests/peers/browser/setup.sh"]
-fn calibration_browser_tls_e2e_against_go_tls_server() {
-    let c = test_certs();
-    let port = free_port();
-    let mut cmd = go_server_cmd(port);
-    cmd.arg("-cert")
-        .arg(&c.server_ec_chain)
-        .arg("-key")
-        .arg(&c.server_ec_key)
-        .arg("-page")
-        .arg(repo_root().join("assets/home.html"));
-    let server = Server::start("go-echo-server-tls-page", cmd, port);
-    let url = format!("https://127.0.0.1:{port}/");
-    let spki = spki_sha256_base64(&c.server_ec_key);
-    let done = e2e(&server, &url, "browser-tls-calibration.png", Some(&spki));
-    assert_e2e_ok(&done, &server);
+    /// Chromium told to trust another key refuses wsecho's certificate: the trust above is what
+    /// makes that test pass, not a browser that accepts anything.
+    #[test]
+    #[ignore = "needs chromium: run tests/peers/browser/setup.sh"]
+    fn browser_refuses_wsecho_serve_tls_with_a_key_it_does_not_trust() {
+        let c = test_certs();
+        let server = start_wsecho_serve_tls(&c.server_ec_chain, &c.server_ec_key, &[]);
+        let url = format!("https://127.0.0.1:{}/", server.port);
+        let other = spki_sha256_base64(&c.self_signed_key);
+        let done = e2e(&server, &url, "browser-tls-refused.png", Some(&other));
+        assert!(
+            !done.status.success() && done.stdout.contains("ERR_CERT_AUTHORITY_INVALID"),
+            "want e2e.mjs to fail on ERR_CERT_AUTHORITY_INVALID\n{}",
+            done.describe()
+        );
+    }
+
+    /// Calibration, no wsecho serving: the Go gorilla TLS server serves wsecho's page at / and
+    /// echoes at /echo. When this passes and browser_tls_e2e fails, the failure is wsecho's.
+    #[test]
+    #[ignore = "needs chromium and peers: run tests/peers/setup.sh and tests/peers/browser/setup.sh"]
+    fn calibration_browser_tls_e2e_against_go_tls_server() {
+        let c = test_certs();
+        let port = free_port();
+        let mut cmd = go_server_cmd(port);
+        cmd.arg("-cert")
+            .arg(&c.server_ec_chain)
+            .arg("-key")
+            .arg(&c.server_ec_key)
+            .arg("-page")
+            .arg(repo_root().join("assets/home.html"));
+        let server = Server::start("go-echo-server-tls-page", cmd, port);
+        let url = format!("https://127.0.0.1:{port}/");
+        let spki = spki_sha256_base64(&c.server_ec_key);
+        let done = e2e(&server, &url, "browser-tls-calibration.png", Some(&spki));
+        assert_e2e_ok(&done, &server);
+    }
 }

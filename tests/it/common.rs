@@ -332,17 +332,15 @@ impl Server {
     }
 }
 
-/// The port of wsecho's `listening on http://ADDR (…)` line (`https://` when it serves TLS),
-/// once it is in `log`.
+/// The port of wsecho's `listening on http://ADDR (…)` line (`https://` with TLS), once it
+/// is in `log`.
 pub fn listening_port(log: &str) -> Option<u16> {
-    log.lines().find_map(|line| {
-        let rest = line.strip_prefix("listening on ")?;
-        let rest = rest
-            .strip_prefix("http://")
-            .or_else(|| rest.strip_prefix("https://"))?;
-        let addr = rest.split(' ').next()?;
-        addr.parse::<SocketAddr>().ok().map(|a| a.port())
-    })
+    let addr = log.lines().find_map(|l| {
+        l.strip_prefix("listening on http://")
+            .or_else(|| l.strip_prefix("listening on https://"))
+    })?;
+    let addr = addr.split(' ').next()?;
+    addr.parse::<SocketAddr>().ok().map(|a| a.port())
 }
 
 /// Reads lines from a server's piped stderr until its `listening on` line; its port. The

@@ -13,6 +13,7 @@ mod certs;
 mod dial;
 mod edges;
 mod interop;
+#[cfg(feature = "tls")]
 mod interop_tls;
 mod proxy;
 mod robustness;
