@@ -197,7 +197,8 @@ pub fn make(dir: &Path) -> Certs {
 }
 
 /// One set for the whole test process, made on first use in `root/PID` (any older set of the
-/// same process id is replaced): a set costs a few RSA key generations.
+/// same process id is replaced; later calls get that set whatever `root` they name): a set
+/// costs a few RSA key generations.
 pub fn shared(root: &Path) -> &'static Certs {
     static CERTS: OnceLock<Certs> = OnceLock::new();
     CERTS.get_or_init(|| {

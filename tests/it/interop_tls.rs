@@ -37,7 +37,7 @@ fn wss_url(server: &Server) -> String {
 
 // ---- servers -----------------------------------------------------------------------------
 
-/// `wsecho serve --tls-cert CHAIN --tls-key KEY EXTRA…`: the ECDSA P-256 pair unless told.
+/// `wsecho serve --tls-cert CHAIN --tls-key KEY EXTRA…` on a port the kernel picks.
 pub(crate) fn start_wsecho_serve_tls(chain: &Path, key: &Path, extra: &[&str]) -> Server {
     let mut args = vec!["--tls-cert", p(chain), "--tls-key", p(key)];
     args.extend_from_slice(extra);
