@@ -14,6 +14,8 @@ mod deploy;
 mod dial;
 mod edges;
 mod interop;
+#[cfg(feature = "tls")]
+mod interop_tls;
 mod proxy;
 mod reconnect;
 mod robustness;
