@@ -50,6 +50,9 @@ pub enum Error {
     Lost(String),
     /// The server closed with a code other than 1000 or 1001.
     ClosedByServer(Option<CloseFrame>),
+    /// TLS failed: the handshake, the certificates, or the files for them.
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::Error),
     /// A local I/O error.
     Io(io::Error),
 }
@@ -89,6 +92,8 @@ impl fmt::Display for Error {
             Error::ClosedByServer(frame) => {
                 write!(f, "server closed the connection: {}", describe(frame))
             }
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => write!(f, "TLS: {e}"),
             Error::Io(e) => write!(f, "{e}"),
         }
     }

@@ -15,6 +15,10 @@ pub struct Config {
     pub grace: Duration,
     /// The deadlines and caps that keep one peer from holding the server.
     pub limits: Limits,
+    /// Serve https and wss with this certificate and key (and, optionally, require client
+    /// certificates) instead of plain http and ws.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ServerFiles>,
 }
 
 /// Deadlines and caps; each one bounds a way a peer could hold a thread or memory.
@@ -49,6 +53,8 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             grace: Duration::from_secs(2),
             limits: Limits::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
