@@ -16,3 +16,5 @@ mod interop;
 mod proxy;
 mod robustness;
 mod serve;
+#[cfg(feature = "tls")]
+mod tls;
