@@ -357,7 +357,12 @@ fn handle_tls(
         return;
     };
     session.take_plaintext(&mut early);
-    if !echo_timeouts(&stream, limits) {
+    // The TLS handshake left what remained of its deadline as the write timeout: set the
+    // echo loop's own whatever its value.
+    if stream
+        .set_write_timeout(Some(limits.write_timeout))
+        .is_err()
+    {
         return;
     }
     echo::serve(echo::Conn {

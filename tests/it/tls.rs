@@ -98,6 +98,11 @@ fn dial_with_ca_echoes_text_and_binary_over_ecdsa_and_rsa() {
             assert_exit(&done, 0);
             assert_eq!(done.stdout, "\u{1}bytes\n", "{}", done.describe());
         }
+        // Larger than a TLS record, a read buffer and a WebSocket fragment.
+        let big = format!("{}\n", "0123456789abcdef".repeat(20_000));
+        let done = dial(&["--ca", s(&c.ca), &wss(&server, "localhost")], &big);
+        assert_exit(&done, 0);
+        assert!(done.stdout == big, "{} bytes back", done.stdout.len());
         server.assert_no_panic();
     }
 }
