@@ -565,15 +565,19 @@ impl Writer {
     }
 
     /// Starts the closing handshake; the reader sees the server's reply as [`Incoming::Closed`].
+    /// Over TLS, close_notify follows the Close: nothing more will be sent either way.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.link
+        let closed = self
+            .link
             .with(&[], |s| {
                 s.close(CloseFrame {
                     code,
                     reason: reason.to_owned().into(),
                 })
             })
-            .map_err(lost)
+            .map_err(lost);
+        self.link.goodbye();
+        closed
     }
 }
 
