@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// The certificates every test here uses, made once per test process.
-fn certs() -> &'static Certs {
+pub(crate) fn certs() -> &'static Certs {
     static CERTS: OnceLock<Certs> = OnceLock::new();
     CERTS.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -45,7 +45,7 @@ fn serve_tls_on(addr: &str, cert: &Path, key: &Path, extra: &[&str]) -> Server {
     Server::launch("serve-tls", cmd)
 }
 
-fn serve_tls(cert: &Path, key: &Path, extra: &[&str]) -> Server {
+pub(crate) fn serve_tls(cert: &Path, key: &Path, extra: &[&str]) -> Server {
     serve_tls_on("127.0.0.1:0", cert, key, extra)
 }
 
