@@ -303,3 +303,20 @@ fn a_trickled_client_hello_is_cut_at_the_handshake_timeout() {
     assert!(cut < Duration::from_secs(10), "cut only after {cut:?}");
     server.assert_no_panic();
 }
+
+#[test]
+fn sighup_to_a_plain_server_only_logs_and_the_server_goes_on() {
+    let server = crate::common::serve("serve-plain-hup", &[]);
+    sighup(&server);
+    server.wait_for_log("SIGHUP: nothing to reload", LIMIT);
+    let mut cmd = Command::new(wsecho());
+    cmd.args(["dial", "--stdin", &server.echo_url()]);
+    let done = run(
+        "wsecho dial",
+        &mut cmd,
+        Some(b"still here\n".to_vec()),
+        LIMIT,
+    );
+    assert_exit(&done, 0);
+    assert_eq!(done.stdout, "still here\n", "{}", done.describe());
+}
