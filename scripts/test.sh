@@ -8,7 +8,7 @@ cd "$root"
 step() { printf '\n== %s\n' "$*"; }
 
 step "Debian packages"
-packages=(golang-go golang-github-gorilla-websocket-dev chromium fonts-dejavu-core fonts-wqy-zenhei python3-venv qemu-user file util-linux valgrind tinyproxy squid microsocks clang gcc openssl)
+packages=(golang-go golang-github-gorilla-websocket-dev chromium fonts-dejavu-core fonts-wqy-zenhei python3-venv qemu-user file util-linux valgrind tinyproxy squid microsocks clang gcc openssl systemd nginx)
 missing=()
 for p in "${packages[@]}"; do
   # python3-venv only matters where python3 is Debian's; a python3 with venv will do.

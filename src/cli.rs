@@ -38,6 +38,9 @@ Options:
   --allow-origin ORIGIN     also accept browsers from ORIGIN (repeatable); '*' accepts
                             every origin. By default only the page's own origin (and
                             clients that send no Origin) may connect.
+  --trust-proxy CIDR        a reverse proxy at these addresses (repeatable; 10.0.0.0/8,
+                            127.0.0.1): its X-Forwarded-For / Forwarded names the
+                            client in the log ('CLIENT via PROXY'); ignored from others
   --grace SECS              time for connections to close at shutdown [default: 2]
   --handshake-timeout SECS  time from connect to a complete upgrade [default: 10]
   --max-conns N             open connections at most; more get 503 [default: from the
@@ -136,6 +139,7 @@ pub(crate) fn serve(mut args: pico_args::Arguments) -> Result<Option<server::Con
     }
     config.quiet = args.contains("--quiet");
     config.allowed_origins = p.many(&mut args, "--allow-origin", "--allow-origin", nonempty)?;
+    config.trusted_proxies = p.many(&mut args, "--trust-proxy", "--trust-proxy", cidr)?;
     p.set(&mut args, "--grace", seconds, &mut config.grace)?;
     p.set(
         &mut args,
@@ -589,6 +593,12 @@ fn proxy(s: &str) -> Result<Option<client::Proxy>, String> {
     client::Proxy::parse(s, client::ProxySource::Given)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// An address range such as `10.0.0.0/8`, or one address.
+fn cidr(s: &str) -> Result<wsecho::cidr::Cidr, String> {
+    s.parse()
+        .map_err(|e: wsecho::cidr::CidrError| e.to_string())
 }
 
 /// Seconds, decimals allowed, zero allowed.

@@ -18,6 +18,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cidr;
 pub mod client;
 mod link;
 pub mod log;

@@ -1,5 +1,6 @@
 //! What `wsecho serve` is asked to do: plain values, with the defaults in one place.
 
+use crate::cidr::Cidr;
 use std::time::Duration;
 
 /// What `wsecho serve` is asked to do. Defaults live here, in one place.
@@ -13,6 +14,9 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// How long open connections get to finish their closing handshake at shutdown.
     pub grace: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers name the client in the
+    /// log; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
     /// The deadlines and caps that keep one peer from holding the server.
     pub limits: Limits,
     /// Serve https and wss with this certificate and key (and, optionally, require client
@@ -52,6 +56,7 @@ impl Default for Config {
             quiet: false,
             allowed_origins: Vec::new(),
             grace: Duration::from_secs(2),
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
             #[cfg(feature = "tls")]
             tls: None,

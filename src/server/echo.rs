@@ -15,7 +15,7 @@ use super::tracker::{Ticket, Tracker, going_away};
 use crate::link::{Link, ReadBuf, ReadTimeout, Session, Transport};
 use crate::log::{Log, Printable};
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::error::{CapacityError, Error as WsError};
@@ -42,7 +42,7 @@ pub(crate) struct Conn<'a, W> {
     pub(crate) ctx: WebSocketContext,
     /// Bytes that came behind the upgrade request: the loop's first input.
     pub(crate) early: Vec<u8>,
-    pub(crate) peer: SocketAddr,
+    pub(crate) peer: super::forwarded::Peer,
     pub(crate) limits: &'a Limits,
     pub(crate) log: &'a Log,
     pub(crate) quiet: bool,

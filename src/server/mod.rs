@@ -13,6 +13,7 @@
 
 mod config;
 mod echo;
+mod forwarded;
 mod http;
 mod reject;
 mod tracker;
@@ -101,6 +102,7 @@ struct Shared {
     log: Log,
     tracker: Arc<Tracker>,
     policy: upgrade::Policy,
+    trusted: forwarded::TrustedProxies,
     /// Set when the server speaks TLS (https and wss) instead of plain http and ws.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ServerTls>,
@@ -152,12 +154,14 @@ impl Server {
         crate::sys::limit_malloc_arenas();
         let max_conns = config.limits.max_conns.unwrap_or_else(default_max_conns);
         let policy = upgrade::Policy::new(&config.allowed_origins);
+        let trusted = forwarded::TrustedProxies::new(config.trusted_proxies.clone());
         let shared = Shared {
             config,
             max_conns,
             log,
             tracker: Arc::new(Tracker::new()),
             policy,
+            trusted,
             #[cfg(feature = "tls")]
             tls,
         };
@@ -288,7 +292,7 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
     if let Some(tls) = &shared.tls {
         return handle_tls(shared, tls, stream, peer, ticket, deadline);
     }
-    let Some((ctx, early)) = front(shared, &stream, &mut &*stream, peer, deadline) else {
+    let Some((ctx, early, peer)) = front(shared, &stream, &mut &*stream, peer, deadline) else {
         return;
     };
     if !echo_timeouts(&stream, limits) {
@@ -353,7 +357,7 @@ fn handle_tls(
         let mut io = session.blocking(UntilDeadline::new(&stream, deadline));
         front(shared, &stream, &mut io, peer, deadline)
     };
-    let Some((ctx, mut early)) = front else {
+    let Some((ctx, mut early, peer)) = front else {
         return;
     };
     session.take_plaintext(&mut early);
@@ -400,15 +404,16 @@ impl<S: Read + Write> Front for crate::tls::Blocking<'_, S> {
 }
 
 /// The front door over `io`: the request head, the route, the upgrade. Returns the protocol
-/// state and the bytes that came behind the request, or `None` once the connection has had
-/// its answer (or its peer is gone).
+/// state, the bytes that came behind the request and the peer as the log names it (the
+/// client behind a trusted proxy), or `None` once the connection has had its answer (or its
+/// peer is gone).
 fn front(
     shared: &Shared,
     stream: &TcpStream,
     io: &mut impl Front,
     peer: SocketAddr,
     deadline: Instant,
-) -> Option<(WebSocketContext, Vec<u8>)> {
+) -> Option<(WebSocketContext, Vec<u8>, forwarded::Peer)> {
     let limits = &shared.config.limits;
     let head = match http::read_head(stream, &mut *io, deadline, limits.max_head) {
         Ok(head) => head,
@@ -428,6 +433,10 @@ fn front(
         }
         http::Route::Upgrade(request) => request,
     };
+    let peer = forwarded::Peer {
+        addr: peer,
+        client: shared.trusted.client(peer.ip(), &request),
+    };
     let ctx = match upgrade::accept(&mut *io, &request, &shared.policy, limits) {
         Ok(ctx) => ctx,
         Err(Some(reply)) => {
@@ -442,7 +451,7 @@ fn front(
         Err(None) => return None,
     };
     // A client may send its first frames right behind the request, before our 101.
-    Some((ctx, head.rest().to_vec()))
+    Some((ctx, head.rest().to_vec(), peer))
 }
 
 /// Sends a final answer and closes the connection gently.

@@ -10,6 +10,7 @@ mod common;
 
 mod browser;
 mod certs;
+mod deploy;
 mod dial;
 mod edges;
 mod interop;
