@@ -21,3 +21,5 @@ mod reconnect;
 mod robustness;
 mod serve;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
