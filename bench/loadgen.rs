@@ -32,8 +32,8 @@
 //!   with `-cert -key`, all with one fresh ECDSA P-256 certificate from openssl), without the
 //!   raw TCP column and the 16 MiB echo.
 //!
-//! With `--pid`, the server's CPU time (`perf stat -e task-clock` attached to it, or utime +
-//! stime from /proc/PID/stat without perf) gives CPU µs per echo or handshake. The client frames messages itself (one pre-masked frame per connection, parsed
+//! With `--pid`, the server's CPU time (utime + stime from /proc/PID/stat: the task-clock of all
+//! its threads) gives CPU µs per echo or handshake. The client frames messages itself (one pre-masked frame per connection, parsed
 //! replies, no copies) after tungstenite's handshake, to keep its own CPU use low: it shares the
 //! machine's two cores with the server.
 
@@ -731,75 +731,25 @@ fn proc_info(pid: u32) -> io::Result<Proc> {
     })
 }
 
-/// A server's CPU time over a span: `perf stat -e task-clock` attached to it when perf runs
-/// here (exact, and it counts the threads that start and end within the span), otherwise
-/// utime + stime from /proc (clock ticks). The span starts a moment after `start`, once perf
-/// has attached: the caller starts the load after that.
+/// A server's CPU time over a span: utime + stime from /proc/PID/stat. The kernel scales the
+/// two so that they add up to the scheduler's exact runtime of all the process's threads, live
+/// and ended (what `perf stat -e task-clock` counts), in clock ticks.
 struct CpuMeter {
     pid: u32,
-    proc_us: f64,
-    perf: Option<(Child, PathBuf)>,
-}
-
-fn have_perf() -> bool {
-    static HAVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *HAVE.get_or_init(|| {
-        Command::new("perf")
-            .args(["stat", "-e", "task-clock", "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    start_us: f64,
 }
 
 impl CpuMeter {
     fn start(pid: u32) -> io::Result<CpuMeter> {
-        let mut perf = None;
-        if have_perf() {
-            let out =
-                std::env::temp_dir().join(format!("loadgen-perf-{}-{pid}", std::process::id()));
-            let child = Command::new("perf")
-                .args([
-                    "stat",
-                    "-x,",
-                    "-e",
-                    "task-clock",
-                    "-p",
-                    &pid.to_string(),
-                    "-o",
-                ])
-                .arg(&out)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            thread::sleep(Duration::from_millis(300));
-            perf = Some((child, out));
-        }
         Ok(CpuMeter {
             pid,
-            proc_us: proc_info(pid)?.cpu_us,
-            perf,
+            start_us: proc_info(pid)?.cpu_us,
         })
     }
 
     /// CPU µs since `start`.
     fn stop(self) -> io::Result<f64> {
-        let proc_us = proc_info(self.pid)?.cpu_us - self.proc_us;
-        let Some((mut child, out)) = self.perf else {
-            return Ok(proc_us);
-        };
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let _ = child.wait();
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        let _ = std::fs::remove_file(&out);
-        // "1234.56,msec,task-clock,..."
-        let msec = text.lines().find_map(|l| {
-            let cols: Vec<&str> = l.split(',').collect();
-            (cols.len() > 2 && cols[2] == "task-clock").then(|| cols[0].parse::<f64>().ok())?
-        });
-        Ok(msec.map_or(proc_us, |ms| ms * 1000.0))
+        Ok(proc_info(self.pid)?.cpu_us - self.start_us)
     }
 }
 
@@ -1143,17 +1093,12 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
         let _ = std::fs::remove_dir_all(dir);
     }
     println!(
-        "\nmedians of {rounds} interleaved rounds, {secs} s per run{}; server CPU from {}; idle: {idle_conns} connections on a fresh server process, then one 16 MiB echo on {big} of them and {settle} s idle",
+        "\nmedians of {rounds} interleaved rounds, {secs} s per run{}; idle: {idle_conns} connections on a fresh server process, then one 16 MiB echo on {big} of them and {settle} s idle",
         if secure {
             ", over TLS 1.3 (AES-128-GCM)"
         } else {
             ""
         },
-        if have_perf() {
-            "perf stat -e task-clock"
-        } else {
-            "/proc utime + stime"
-        }
     );
     print!("{:<40}", "");
     for s in &servers {
