@@ -1074,11 +1074,13 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
             say(
                 "idle",
                 &s,
-                format!(
-                    "{:.1} KiB/conn, {:.0} KiB kept after 16 MiB",
-                    r.rss_per_conn(),
-                    r.kept_per_big().unwrap_or(f64::NAN)
-                ),
+                match r.kept_per_big() {
+                    Some(kept) => format!(
+                        "{:.1} KiB/conn, {kept:.0} KiB kept after 16 MiB",
+                        r.rss_per_conn()
+                    ),
+                    None => format!("{:.1} KiB/conn", r.rss_per_conn()),
+                },
             );
             values[6][i].push(r.rss_per_conn());
             values[7][i].push(r.open.vm_kib as f64 / 1024.0);
