@@ -4,6 +4,7 @@
 
 use crossbeam_channel::{Receiver, bounded};
 use std::io::{self, BufRead};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::thread;
 use std::time::Duration;
@@ -37,6 +38,9 @@ Options:
   --allow-origin ORIGIN     also accept browsers from ORIGIN (repeatable); '*' accepts
                             every origin. By default only the page's own origin (and
                             clients that send no Origin) may connect.
+  --trust-proxy CIDR        a reverse proxy at these addresses (repeatable; 10.0.0.0/8,
+                            127.0.0.1): its X-Forwarded-For / Forwarded names the
+                            client in the log ('CLIENT via PROXY'); ignored from others
   --grace SECS              time for connections to close at shutdown [default: 2]
   --handshake-timeout SECS  time from connect to a complete upgrade [default: 10]
   --max-conns N             open connections at most; more get 503 [default: from the
@@ -49,6 +53,10 @@ Options:
   --max-frame BYTES         larger frames get Close 1009 [default: 16M]
   --thread-linger SECS      a finished connection's thread waits this long to serve
                             the next one before it exits (at most 128 wait) [default: 10]
+  --tls-cert FILE           serve https and wss with this certificate (PEM, followed by
+                            its chain); needs --tls-key. SIGHUP reloads both files.
+  --tls-key FILE            its private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC)
+  --client-ca FILE          require client certificates issued by these CAs (PEM)
   -h, --help                this help
 
 SECS may have decimals (0.5). BYTES may end in K, M or G (1024-based; at most 1G).
@@ -65,7 +73,7 @@ connection is open, Ctrl-C exits at once (status 1).
 
 Options:
   --addr HOST:PORT          server to dial, path /echo [default: localhost:8080]
-  URL                       a ws:// URL instead (wss:// is not supported yet)
+  URL                       a ws:// or wss:// URL instead
   --interval SECS           time between ticks [default: 1]
   --count N                 send N messages, wait for their echoes, close, exit
   --stdin                   send each line of stdin instead of ticks; print each
@@ -73,6 +81,20 @@ Options:
                             terminal); at end of input wait for the echoes, close
   --binary                  with --stdin, send lines as binary messages
   --wait SECS               at the end, how long to wait for echoes [default: 1]
+  --reconnect               when the connection breaks, or the server closes with
+                            1001, 1012 or 1013, connect again (backoff from 0.1 s,
+                            doubling, with jitter); the first connect retries too.
+                            With --stdin, lines not yet echoed are sent again: each
+                            comes back once, in order. --count counts echoes.
+                            Not retried: Close 1000 or another code, 4xx, bad URL
+  --reconnect-max SECS      longest wait between attempts [default: 30]
+  --window N                with --reconnect --stdin, lines waiting for their echo
+                            at most; stdin is read no further [default: 1024]
+  --stats                   send probes instead of ticks and print, like ping, each
+                            round trip and at the end (or Ctrl-C) a summary: sent,
+                            received, loss, min/avg/max/mdev, p50/p99, and the first
+                            connection's connect and upgrade times
+  --size BYTES              with --stats, bytes per probe (at least 8) [default: 32]
   -H, --header 'NAME: VALUE'  extra request header (repeatable)
   --origin URL              send this Origin header
   --subprotocol NAME        ask for this subprotocol
@@ -84,13 +106,18 @@ Options:
   --ping-interval SECS      ping a quiet server; give up after two silent
                             intervals [default: 30]
   --max-message BYTES       largest message accepted [default: 16M]
+  --ca FILE                 for wss://, trust the CA certificates in FILE (PEM)
+                            instead of the system's roots (SSL_CERT_FILE, SSL_CERT_DIR)
+  -k, --insecure            for wss://, do not check the server's certificate at all
+  --cert FILE --key FILE    for wss://, present this client certificate (PEM)
   -h, --help                this help
 
 Messages go to stdout, diagnostics to stderr.
 Exit status: 0 closed normally (by us, by the server with 1000/1001, or stdout
 was closed by its reader),
 1 connection failed, refused or broken, the server closed with another code, or
-Ctrl-C came before the connection was open,
+Ctrl-C came before the connection was open (or between two with --reconnect),
+or with --stats a probe got no echo,
 2 bad usage.
 ";
 
@@ -127,6 +154,7 @@ pub(crate) fn serve(mut args: pico_args::Arguments) -> Result<Option<server::Con
     }
     config.quiet = args.contains("--quiet");
     config.allowed_origins = p.many(&mut args, "--allow-origin", "--allow-origin", nonempty)?;
+    config.trusted_proxies = p.many(&mut args, "--trust-proxy", "--trust-proxy", cidr)?;
     p.set(&mut args, "--grace", seconds, &mut config.grace)?;
     p.set(
         &mut args,
@@ -161,7 +189,35 @@ pub(crate) fn serve(mut args: pico_args::Arguments) -> Result<Option<server::Con
         seconds,
         &mut limits.thread_linger,
     )?;
+    let tls_cert = p.opt(&mut args, "--tls-cert", path)?;
+    let tls_key = p.opt(&mut args, "--tls-key", path)?;
+    let client_ca = p.opt(&mut args, "--client-ca", path)?;
     p.finish(args)?;
+    let usage = |message: &str| Usage {
+        message: message.into(),
+        help: HELP,
+    };
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) if client_ca.is_some() => {
+            return Err(usage("--client-ca needs --tls-cert and --tls-key"));
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(usage("--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(usage("--tls-key needs --tls-cert")),
+    };
+    #[cfg(feature = "tls")]
+    {
+        config.tls = tls.map(|(cert, key)| wsecho::tls::ServerFiles {
+            cert,
+            key,
+            client_ca,
+        });
+    }
+    #[cfg(not(feature = "tls"))]
+    if tls.is_some() {
+        return Err(usage(&format!("--tls-cert: {WITHOUT_TLS}")));
+    }
     if limits.idle_timeout <= limits.ping_interval {
         return Err(Usage {
             message: "--idle-timeout must be longer than --ping-interval (a peer needs time to answer the ping)".into(),
@@ -184,12 +240,17 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     let interval = p
         .opt(&mut args, "--interval", positive_seconds)?
         .unwrap_or(Duration::from_secs(1));
+    let window = p.opt(&mut args, "--window", count)?;
     let count = p.opt(&mut args, "--count", count)?.map(|n| n as u64);
     let stdin = args.contains("--stdin");
     let binary = args.contains("--binary");
     let wait = p
         .opt(&mut args, "--wait", seconds)?
         .unwrap_or(Duration::from_secs(1));
+    let reconnect = args.contains("--reconnect");
+    let reconnect_max = p.opt(&mut args, "--reconnect-max", positive_seconds)?;
+    let stats = args.contains("--stats");
+    let size = p.opt(&mut args, "--size", bytes)?;
     let mut headers = p.many(&mut args, ["-H", "--header"], "--header", nonempty)?;
     let origin = p.opt(&mut args, "--origin", nonempty)?;
     let subprotocol = p.opt(&mut args, "--subprotocol", nonempty)?;
@@ -211,6 +272,10 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
         &mut options.ping_interval,
     )?;
     p.set(&mut args, "--max-message", bytes, &mut options.max_message)?;
+    let ca = p.opt(&mut args, "--ca", path)?;
+    let insecure = args.contains(["-k", "--insecure"]);
+    let cert = p.opt(&mut args, "--cert", path)?;
+    let key = p.opt(&mut args, "--key", path)?;
     // A leftover that looks like a flag is an unknown flag, not the URL.
     let url = args
         .opt_free_from_fn(|s: &str| match s.starts_with('-') {
@@ -222,6 +287,25 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     if binary && !stdin {
         return Err(Error::Usage(Usage {
             message: "--binary goes with --stdin".into(),
+            help: HELP,
+        }));
+    }
+    let misplaced = if reconnect_max.is_some() && !reconnect {
+        Some("--reconnect-max goes with --reconnect")
+    } else if window.is_some() && !(reconnect && stdin) {
+        Some("--window goes with --reconnect and --stdin")
+    } else if stats && stdin {
+        Some("--stats sends probes of its own: it does not go with --stdin")
+    } else if size.is_some() && !stats {
+        Some("--size goes with --stats")
+    } else if size.is_some_and(|s| s < client::MIN_PROBE_SIZE) {
+        Some("--size: a probe needs at least 8 bytes (its sequence number)")
+    } else {
+        None
+    };
+    if let Some(message) = misplaced {
+        return Err(Error::Usage(Usage {
+            message: message.into(),
             help: HELP,
         }));
     }
@@ -242,6 +326,7 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
         (None, addr) => Target::from_addr(addr.as_deref().unwrap_or("localhost:8080")),
     };
     let target = target.map_err(|e| Error::Failed(target_error(&e)))?;
+    dial_tls(&mut options, &target, ca, insecure, cert, key)?;
     for raw in &headers {
         options
             .headers
@@ -249,16 +334,82 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     }
     let input = if stdin {
         Input::Lines(stdin_lines(binary))
+    } else if stats {
+        Input::Probes {
+            interval,
+            size: size.unwrap_or(32),
+        }
     } else {
         Input::Ticks { interval }
     };
+    let reconnect = reconnect.then(|| client::Reconnect {
+        max_wait: reconnect_max.unwrap_or(Duration::from_secs(30)),
+        window: window.unwrap_or(1024),
+    });
     Ok(Some(client::Config {
         target,
         options,
         input,
         count,
         wait,
+        reconnect,
     }))
+}
+
+/// What the TLS flags say when this binary has no TLS.
+#[cfg(not(feature = "tls"))]
+const WITHOUT_TLS: &str = "this wsecho was built without TLS (the cargo feature tls)";
+
+/// dial's TLS flags, checked against the target: they only make sense for `wss://`.
+fn dial_tls(
+    options: &mut client::Options,
+    target: &Target,
+    ca: Option<PathBuf>,
+    insecure: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<(), Usage> {
+    let usage = |message: String| Usage {
+        message,
+        help: "wsecho dial --help",
+    };
+    let given = [
+        ("--ca", ca.is_some()),
+        ("--insecure", insecure),
+        ("--cert", cert.is_some()),
+        ("--key", key.is_some()),
+    ];
+    let Some((first, _)) = given.iter().find(|(_, set)| *set) else {
+        return Ok(());
+    };
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (options, target);
+        Err(usage(format!("{first}: {WITHOUT_TLS}")))
+    }
+    #[cfg(feature = "tls")]
+    {
+        use wsecho::tls::{Identity, Trust};
+        if !target.secure() {
+            return Err(usage(format!(
+                "{first} is for wss:// URLs; {} is plain ws://",
+                target.url
+            )));
+        }
+        options.trust = match (ca, insecure) {
+            (Some(_), true) => return Err(usage("give either --ca or --insecure".into())),
+            (Some(ca), false) => Trust::File(ca),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::System,
+        };
+        options.identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some(Identity { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(usage("--cert needs --key".into())),
+            (None, Some(_)) => return Err(usage("--key needs --cert".into())),
+        };
+        Ok(())
+    }
 }
 
 /// Parses `-H 'Name: value'`.
@@ -351,11 +502,40 @@ pub(crate) fn server_error(e: &server::Error) -> String {
 /// Why dialing failed, with the flag that changes it.
 pub(crate) fn client_error(e: &client::Error) -> String {
     match e {
-        client::Error::Target(e) => target_error(e),
+        client::Error::Target(target) => target_error(target),
         client::Error::ConnectTimeout { url, after } => format!(
             "cannot connect to {url}: no answer within {after:?} (check the address and any firewall, or raise --connect-timeout)"
         ),
+        #[cfg(feature = "tls")]
+        client::Error::Tls(tls) => format!("{e}{}", tls_hint(tls)),
         other => other.to_string(),
+    }
+}
+
+/// What to do about a TLS failure, naming the flags that change it.
+#[cfg(feature = "tls")]
+fn tls_hint(e: &wsecho::tls::Error) -> &'static str {
+    use wsecho::tls::Error as E;
+    match e {
+        E::UnknownIssuer => {
+            " (to trust its CA pass --ca FILE or point SSL_CERT_FILE at it; --insecure skips the check)"
+        }
+        E::NameMismatch { .. } => " (dial one of the names the certificate has)",
+        E::Expired | E::NotYetValid => {
+            " (the server needs a current certificate; --insecure skips the check)"
+        }
+        E::NotTls => " (is it a plain ws:// server? then use ws://)",
+        E::NoUsableRoots { .. } => {
+            " (install the system's CA certificates, set SSL_CERT_FILE, or pass --ca FILE)"
+        }
+        E::Refused(alert) if alert.contains("CertificateRequired") => {
+            " (the server wants a client certificate: pass --cert FILE --key FILE)"
+        }
+        E::Refused(alert) if alert.contains("Certificate") || alert.contains("UnknownCA") => {
+            " (the server did not accept our client certificate)"
+        }
+        E::TimedOut => " (raise --connect-timeout)",
+        _ => "",
     }
 }
 
@@ -441,6 +621,11 @@ impl Parser {
     }
 }
 
+/// A file name.
+fn path(s: &str) -> Result<PathBuf, String> {
+    nonempty(s).map(PathBuf::from)
+}
+
 fn nonempty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() {
         Err("must not be empty".into())
@@ -457,6 +642,12 @@ fn proxy(s: &str) -> Result<Option<client::Proxy>, String> {
     client::Proxy::parse(s, client::ProxySource::Given)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// An address range such as `10.0.0.0/8`, or one address.
+fn cidr(s: &str) -> Result<wsecho::cidr::Cidr, String> {
+    s.parse()
+        .map_err(|e: wsecho::cidr::CidrError| e.to_string())
 }
 
 /// Seconds, decimals allowed, zero allowed.

@@ -18,11 +18,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cidr;
 pub mod client;
 mod link;
 pub mod log;
 pub mod server;
-mod sys;
+pub mod sys;
 pub mod time;
 #[cfg(feature = "tls")]
 pub mod tls;

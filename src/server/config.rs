@@ -1,5 +1,6 @@
 //! What `wsecho serve` is asked to do: plain values, with the defaults in one place.
 
+use crate::cidr::Cidr;
 use std::time::Duration;
 
 /// What `wsecho serve` is asked to do. Defaults live here, in one place.
@@ -13,8 +14,15 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// How long open connections get to finish their closing handshake at shutdown.
     pub grace: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers name the client in the
+    /// log; from anyone else those headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
     /// The deadlines and caps that keep one peer from holding the server.
     pub limits: Limits,
+    /// Serve https and wss with this certificate and key (and, optionally, require client
+    /// certificates) instead of plain http and ws.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ServerFiles>,
 }
 
 /// Deadlines and caps; each one bounds a way a peer could hold a thread or memory.
@@ -48,7 +56,10 @@ impl Default for Config {
             quiet: false,
             allowed_origins: Vec::new(),
             grace: Duration::from_secs(2),
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

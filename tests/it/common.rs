@@ -332,12 +332,14 @@ impl Server {
     }
 }
 
-/// The port of wsecho's `listening on http://ADDR (…)` line, once it is in `log`.
+/// The port of wsecho's `listening on http://ADDR (…)` line (`https://` with TLS), once it
+/// is in `log`.
 pub fn listening_port(log: &str) -> Option<u16> {
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("listening on http://"))?;
-    let addr = line["listening on http://".len()..].split(' ').next()?;
+    let addr = log.lines().find_map(|l| {
+        l.strip_prefix("listening on http://")
+            .or_else(|| l.strip_prefix("listening on https://"))
+    })?;
+    let addr = addr.split(' ').next()?;
     addr.parse::<SocketAddr>().ok().map(|a| a.port())
 }
 

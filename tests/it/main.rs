@@ -10,9 +10,16 @@ mod common;
 
 mod browser;
 mod certs;
+mod deploy;
 mod dial;
 mod edges;
 mod interop;
+#[cfg(feature = "tls")]
+mod interop_tls;
 mod proxy;
+mod reconnect;
 mod robustness;
 mod serve;
+mod stats;
+#[cfg(feature = "tls")]
+mod tls;

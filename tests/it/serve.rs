@@ -1014,3 +1014,70 @@ fn serve_runs_and_echoes_under_valgrind() {
     server.wait_for_log("recv: under valgrind", Duration::from_secs(10));
     server.assert_no_panic();
 }
+
+// ---- real client addresses behind a reverse proxy ------------------------------------------
+
+/// Upgrades with `headers` added, echoes once and closes.
+fn upgrade_with_headers(server: &Server, headers: &[(&'static str, &str)]) {
+    let mut req = request(server.port);
+    for (name, value) in headers {
+        req.headers_mut()
+            .append(*name, HeaderValue::from_str(value).unwrap());
+    }
+    let (mut ws, _) = try_ws(server.port, req).expect("WebSocket upgrade");
+    assert_eq!(echo(&mut ws, Message::text("hi")), Message::text("hi"));
+    close_normally(&mut ws);
+}
+
+/// Without `--trust-proxy`, or from a peer outside it, forwarding headers are anybody's
+/// words: the log names the socket's peer, never the address a client claims.
+#[test]
+fn forwarding_headers_from_an_untrusted_peer_do_not_change_the_log() {
+    for args in [&[][..], &["--trust-proxy", "10.0.0.0/8"][..]] {
+        let server = serve("untrusted-xff", args);
+        upgrade_with_headers(
+            &server,
+            &[("X-Forwarded-For", "6.6.6.6"), ("Forwarded", "for=7.7.7.7")],
+        );
+        let log = server.wait_for_log("close 127.0.0.1:", WAIT);
+        assert!(log.contains("open 127.0.0.1:"), "{log}");
+        assert!(
+            !log.contains("6.6.6.6") && !log.contains("7.7.7.7") && !log.contains(" via "),
+            "a forged header reached the log ({args:?}):\n{log}"
+        );
+        server.assert_no_panic();
+    }
+}
+
+/// Behind two trusted proxies (nginx on this host, a balancer at 10.x before it), the client
+/// is the right-most address that is not a trusted proxy; what the client itself put in front
+/// of that is ignored.
+#[test]
+fn a_trusted_proxy_chain_names_the_client_in_open_close_and_refused_lines() {
+    let server = serve(
+        "trusted-xff",
+        &["--trust-proxy", "127.0.0.1", "--trust-proxy", "10.0.0.0/8"],
+    );
+    upgrade_with_headers(
+        &server,
+        &[("X-Forwarded-For", "6.6.6.6, 198.51.100.7, 10.1.2.3")],
+    );
+    let log = server.wait_for_log("close 198.51.100.7 via 127.0.0.1:", WAIT);
+    assert!(log.contains("open 198.51.100.7 via 127.0.0.1:"), "{log}");
+    assert!(!log.contains("6.6.6.6"), "the forged entry won:\n{log}");
+
+    // `Forwarded` when there is no X-Forwarded-For; and a refused upgrade names the client too.
+    let mut req = request(server.port);
+    req.headers_mut().append(
+        "Forwarded",
+        HeaderValue::from_static("for=\"[2001:db8::17]:4711\";proto=https"),
+    );
+    req.headers_mut().append(
+        "Origin",
+        HeaderValue::from_static("http://elsewhere.example"),
+    );
+    assert_eq!(refused_status(try_ws(server.port, req)), 403);
+    let log = server.wait_for_log("refused 2001:db8::17 via 127.0.0.1:", WAIT);
+    assert!(log.contains("403"), "{log}");
+    server.assert_no_panic();
+}

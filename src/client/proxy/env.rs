@@ -13,6 +13,7 @@
 //! works on the values as data, so tests need not touch the process's environment.
 
 use super::{Proxy, ProxyError, ProxySource};
+use crate::cidr::Cidr;
 use crate::client::target::Target;
 use std::fmt;
 use std::net::IpAddr;
@@ -101,8 +102,12 @@ fn bypass(no_proxy: &str, host: &str, port: u16) -> bool {
         if entry == "*" {
             return true;
         }
-        if let Some((net, bits)) = cidr(&entry) {
-            return ip.is_some_and(|ip| in_block(ip, net, bits));
+        if let Some(net) = entry
+            .contains('/')
+            .then(|| entry.parse::<Cidr>().ok())
+            .flatten()
+        {
+            return ip.is_some_and(|ip| net.contains(ip));
         }
         let Some((pattern, pattern_port)) = split_port(&entry) else {
             return false;
@@ -141,30 +146,6 @@ fn split_port(entry: &str) -> Option<(&str, Option<&str>)> {
         },
     };
     (!host.is_empty()).then_some((host, port))
-}
-
-/// `ADDRESS/BITS`, parsed as Go's `net.ParseCIDR` takes it.
-fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
-    let (addr, bits) = entry.split_once('/')?;
-    let addr = addr.parse::<IpAddr>().ok()?;
-    let bits = bits.parse::<u8>().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    (bits <= max).then_some((addr.to_canonical(), bits))
-}
-
-/// Whether `ip` lies in the block `net/bits` (IPv4-mapped IPv6 addresses count as IPv4).
-fn in_block(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    let prefix = |a: u128, b: u128, width: u32| {
-        let bits = u32::from(bits).min(width);
-        bits == 0 || (a ^ b) >> (width - bits) == 0
-    };
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            prefix(u32::from(ip).into(), u32::from(net).into(), 32)
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => prefix(ip.into(), net.into(), 128),
-        _ => false,
-    }
 }
 
 #[cfg(test)]
