@@ -1,6 +1,9 @@
 // Real-browser end-to-end test of the wsecho test page (GET /).
 //
-// usage: node e2e.mjs http://127.0.0.1:PORT/ SCREENSHOT.png
+// usage: node e2e.mjs http://127.0.0.1:PORT/ SCREENSHOT.png [SPKI]
+//
+// SPKI: for an https:// page, the base64 SHA-256 of the server key's
+// SubjectPublicKeyInfo; Chromium accepts the certificate with that key.
 //
 // Drives Debian's /usr/bin/chromium (headless) through playwright-core and
 // clicks the page as a person would. Prints `browser-e2e: ok` or
@@ -11,9 +14,9 @@ import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
 
-const [url, shotArg] = process.argv.slice(2);
+const [url, shotArg, spki] = process.argv.slice(2);
 if (!url || !shotArg) {
-  console.error('usage: node e2e.mjs http://127.0.0.1:PORT/ SCREENSHOT.png');
+  console.error('usage: node e2e.mjs http://127.0.0.1:PORT/ SCREENSHOT.png [SPKI]');
   process.exit(2);
 }
 const shot = resolve(shotArg);
@@ -79,7 +82,8 @@ async function run() {
     executablePath: '/usr/bin/chromium',
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--no-first-run', '--disable-component-update', '--disable-sync', '--disable-quic'],
+      '--no-first-run', '--disable-component-update', '--disable-sync', '--disable-quic',
+      ...(spki ? [`--ignore-certificate-errors-spki-list=${spki}`] : [])],
     viewport: { width: 1100, height: 800 },
     timeout: 30_000,
   });
