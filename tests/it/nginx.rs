@@ -654,7 +654,7 @@ fn nginx_cuts_a_connection_idle_longer_than_proxy_read_timeout() {
 
 /// A rolling restart behind nginx: while `seq 1 200000 | wsecho dial --stdin --reconnect`
 /// streams through nginx, the instance that carries it is stopped with SIGTERM (dial gets
-/// 1001 and comes back through nginx to the other), started again on its port, then the
+/// 1001 and comes back through nginx to the other) and started again on its port, then the
 /// other one likewise. The stream prints exactly 1…200000 in order, dial exits 0, and so
 /// does every instance.
 ///
@@ -698,38 +698,37 @@ fn a_rolling_restart_behind_nginx_loses_and_repeats_nothing() {
         }
     };
 
-    // Stop the instance that carries the stream, then the other: both stops cut it.
+    // Stop the instance that carries the stream; once dial is back through nginx on the
+    // other one, start it again; then the same with the other: both stops cut the stream.
     read_up_to(&mut dial, HALF / 5, &d);
-    let first = d
-        .instances
-        .iter()
-        .position(|s| s.log_text().contains("open 127.0.0.1 via"))
+    let opens = |server: &Server| server.log_text().matches("open 127.0.0.1 via").count();
+    let first = (0..2)
+        .find(|&i| opens(&d.instances[i]) > 0)
         .unwrap_or_else(|| panic!("no instance has the stream\n{}", d.describe()));
+    let mut live = [0, 1];
     for (round, which) in [first, 1 - first].into_iter().enumerate() {
         if round == 1 {
             read_up_to(&mut dial, HALF + HALF / 5, &d);
         }
-        let stopped = &mut d.instances[which];
-        stopped.sigterm();
-        let (status, _) = stopped.wait_exit(WAIT).unwrap_or_else(|| {
-            panic!(
-                "{} did not stop on SIGTERM\n{}",
-                stopped.name,
-                stopped.log()
-            )
-        });
-        assert!(
-            status.success(),
-            "{} exited {status}\n{}",
-            stopped.name,
-            stopped.log()
-        );
+        let other = live[1 - which];
+        let opened = opens(&d.instances[other]);
+        stop(&mut d.instances[live[which]]);
+        let deadline = Instant::now() + WAIT;
+        while opens(&d.instances[other]) == opened {
+            assert!(
+                Instant::now() < deadline,
+                "dial did not come back through nginx\n{}",
+                d.describe()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
         let again = instance(
             &format!("nginx-upstream-{which}-again"),
             d.ports[which],
             &["--quiet"],
         );
         d.instances.push(again);
+        live[which] = d.instances.len() - 1;
         if round == 0 {
             go_on.send(()).expect("the feeder waits");
         }
@@ -750,17 +749,8 @@ fn a_rolling_restart_behind_nginx_loses_and_repeats_nothing() {
         done.describe()
     );
 
-    for server in d.instances.iter_mut().skip(2) {
-        server.sigterm();
-        let (status, _) = server
-            .wait_exit(WAIT)
-            .unwrap_or_else(|| panic!("{} did not stop on SIGTERM", server.name));
-        assert!(
-            status.success(),
-            "{} exited {status}\n{}",
-            server.name,
-            server.log()
-        );
+    for i in live {
+        stop(&mut d.instances[i]);
     }
     let access = d.nginx.wait_for_access("\"GET /echo HTTP/1.1\" 101", 3);
     let served: Vec<&str> = access
@@ -774,6 +764,20 @@ fn a_rolling_restart_behind_nginx_loses_and_repeats_nothing() {
             "no stream connection went to {port}\n{access}"
         );
     }
+}
+
+/// Stops `server` with SIGTERM, as a service manager does; fails unless it exits 0.
+fn stop(server: &mut Server) {
+    server.sigterm();
+    let Some((status, _)) = server.wait_exit(WAIT) else {
+        panic!("{} did not stop on SIGTERM\n{}", server.name, server.log());
+    };
+    assert!(
+        status.success(),
+        "{} exited {status}\n{}",
+        server.name,
+        server.log()
+    );
 }
 
 /// The instance that answered a request, from an access log line's `upstream=A, B` (nginx
