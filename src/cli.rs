@@ -76,6 +76,20 @@ Options:
                             terminal); at end of input wait for the echoes, close
   --binary                  with --stdin, send lines as binary messages
   --wait SECS               at the end, how long to wait for echoes [default: 1]
+  --reconnect               when the connection breaks, or the server closes with
+                            1001, 1012 or 1013, connect again (backoff from 0.1 s,
+                            doubling, with jitter); the first connect retries too.
+                            With --stdin, lines not yet echoed are sent again: each
+                            comes back once, in order. --count counts echoes.
+                            Not retried: Close 1000 or another code, 4xx, bad URL
+  --reconnect-max SECS      longest wait between attempts [default: 30]
+  --window N                with --reconnect --stdin, lines waiting for their echo
+                            at most; stdin is read no further [default: 1024]
+  --stats                   send probes instead of ticks and print, like ping, each
+                            round trip and at the end (or Ctrl-C) a summary: sent,
+                            received, loss, min/avg/max/mdev, p50/p99, and the first
+                            connection's connect and upgrade times
+  --size BYTES              with --stats, bytes per probe (at least 8) [default: 32]
   -H, --header 'NAME: VALUE'  extra request header (repeatable)
   --origin URL              send this Origin header
   --subprotocol NAME        ask for this subprotocol
@@ -93,7 +107,8 @@ Messages go to stdout, diagnostics to stderr.
 Exit status: 0 closed normally (by us, by the server with 1000/1001, or stdout
 was closed by its reader),
 1 connection failed, refused or broken, the server closed with another code, or
-Ctrl-C came before the connection was open,
+Ctrl-C came before the connection was open (or between two with --reconnect),
+or with --stats a probe got no echo,
 2 bad usage.
 ";
 
@@ -188,12 +203,17 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     let interval = p
         .opt(&mut args, "--interval", positive_seconds)?
         .unwrap_or(Duration::from_secs(1));
+    let window = p.opt(&mut args, "--window", count)?;
     let count = p.opt(&mut args, "--count", count)?.map(|n| n as u64);
     let stdin = args.contains("--stdin");
     let binary = args.contains("--binary");
     let wait = p
         .opt(&mut args, "--wait", seconds)?
         .unwrap_or(Duration::from_secs(1));
+    let reconnect = args.contains("--reconnect");
+    let reconnect_max = p.opt(&mut args, "--reconnect-max", positive_seconds)?;
+    let stats = args.contains("--stats");
+    let size = p.opt(&mut args, "--size", bytes)?;
     let mut headers = p.many(&mut args, ["-H", "--header"], "--header", nonempty)?;
     let origin = p.opt(&mut args, "--origin", nonempty)?;
     let subprotocol = p.opt(&mut args, "--subprotocol", nonempty)?;
@@ -229,6 +249,25 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
             help: HELP,
         }));
     }
+    let misplaced = if reconnect_max.is_some() && !reconnect {
+        Some("--reconnect-max goes with --reconnect")
+    } else if window.is_some() && !(reconnect && stdin) {
+        Some("--window goes with --reconnect and --stdin")
+    } else if stats && stdin {
+        Some("--stats sends probes of its own: it does not go with --stdin")
+    } else if size.is_some() && !stats {
+        Some("--size goes with --stats")
+    } else if size.is_some_and(|s| s < client::MIN_PROBE_SIZE) {
+        Some("--size: a probe needs at least 8 bytes (its sequence number)")
+    } else {
+        None
+    };
+    if let Some(message) = misplaced {
+        return Err(Error::Usage(Usage {
+            message: message.into(),
+            help: HELP,
+        }));
+    }
     if let Some(origin) = origin {
         headers.push(format!("Origin: {origin}"));
     }
@@ -253,15 +292,25 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     }
     let input = if stdin {
         Input::Lines(stdin_lines(binary))
+    } else if stats {
+        Input::Probes {
+            interval,
+            size: size.unwrap_or(32),
+        }
     } else {
         Input::Ticks { interval }
     };
+    let reconnect = reconnect.then(|| client::Reconnect {
+        max_wait: reconnect_max.unwrap_or(Duration::from_secs(30)),
+        window: window.unwrap_or(1024),
+    });
     Ok(Some(client::Config {
         target,
         options,
         input,
         count,
         wait,
+        reconnect,
     }))
 }
 

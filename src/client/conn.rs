@@ -46,18 +46,44 @@ impl Default for Options {
     }
 }
 
+/// How long each phase of connecting took, on the monotonic clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Resolving and the TCP connect, through the proxy's tunnel if there is one.
+    pub connect: Duration,
+    /// The TLS handshake; `None` for `ws://`.
+    pub tls: Option<Duration>,
+    /// From sending the upgrade request to a complete 101.
+    pub upgrade: Duration,
+}
+
 /// Connects and upgrades; the connection is then read through the [`Reader`] and written
 /// through the [`Writer`] (clone it for more writing threads).
 pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), Error> {
-    let deadline = Instant::now() + options.connect_timeout;
+    connect_timed(target, options).map(|(reader, writer, _)| (reader, writer))
+}
+
+/// [`connect`], and how long its phases took.
+pub fn connect_timed(
+    target: &Target,
+    options: &Options,
+) -> Result<(Reader, Writer, Timings), Error> {
+    let started = Instant::now();
+    let deadline = started + options.connect_timeout;
     let request = target.request(&options.headers).map_err(Error::Target)?;
     let stream = Arc::new(open_tcp(target, options, deadline)?);
+    let connected = Instant::now();
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
     stream.set_read_timeout(Some(left)).map_err(Error::Io)?;
     stream.set_write_timeout(Some(left)).map_err(Error::Io)?;
     let surplus = handshake(&stream, request, target, deadline)?;
+    let timings = Timings {
+        connect: connected - started,
+        tls: None,
+        upgrade: connected.elapsed(),
+    };
     // Past the handshake, a write that cannot progress for a ping interval means a dead peer.
     stream
         .set_write_timeout(Some(options.ping_interval))
@@ -92,6 +118,7 @@ pub fn connect(target: &Target, options: &Options) -> Result<(Reader, Writer), E
             reader_turn,
             stream: reader_stream,
         },
+        timings,
     ))
 }
 
@@ -157,7 +184,7 @@ fn handshake(
             }
             Ok(ws.into_inner().head.map_or_else(Vec::new, |h| h.surplus))
         }
-        Err(HandshakeError::Interrupted(_)) => Err(Error::Handshake(format!(
+        Err(HandshakeError::Interrupted(_)) => Err(Error::HandshakeCut(format!(
             "no handshake response from {} in time",
             target.url
         ))),
@@ -174,7 +201,7 @@ fn handshake(
                 if e.kind() == io::ErrorKind::UnexpectedEof
                     || e.kind() == io::ErrorKind::ConnectionReset =>
             {
-                Error::Handshake(format!(
+                Error::HandshakeCut(format!(
                     "{} closed the connection during the handshake (is it a WebSocket server?)",
                     target.url
                 ))
@@ -185,7 +212,7 @@ fn handshake(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Error::Handshake(format!("no handshake response from {} in time", target.url))
+                Error::HandshakeCut(format!("no handshake response from {} in time", target.url))
             }
             WsError::Protocol(tungstenite::error::ProtocolError::HttparseError(e)) => {
                 Error::Handshake(format!("{} did not answer with HTTP ({e})", target.url))

@@ -16,17 +16,17 @@ use tungstenite::protocol::{CloseFrame, Role};
 use tungstenite::{Bytes, Message, WebSocket};
 
 /// Backstop for one dial run; the tests' own bounds are tighter where timing matters.
-const LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const LIMIT: Duration = Duration::from_secs(10);
 /// How long an in-test peer waits for the dial to connect, or for a read.
-const PEER_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const PEER_LIMIT: Duration = Duration::from_secs(10);
 /// `--wait` for runs that expect every echo. dial exits as soon as the last echo comes, so
 /// this costs nothing; it only lets a stalled (loaded) server be seconds late, where dial's
 /// default 1 s would end the run with echoes missing.
-const WAIT: &str = "10";
+pub(crate) const WAIT: &str = "10";
 
 // ---- running wsecho ---------------------------------------------------------------------
 
-fn dial(args: &[&str]) -> Command {
+pub(crate) fn dial(args: &[&str]) -> Command {
     let mut cmd = Command::new(wsecho());
     cmd.arg("dial").args(args);
     cmd
@@ -57,7 +57,7 @@ fn run_dial(args: &[&str]) -> Finished {
     done
 }
 
-fn assert_exit(done: &Finished, code: i32) {
+pub(crate) fn assert_exit(done: &Finished, code: i32) {
     assert_eq!(
         done.status.code(),
         Some(code),
@@ -96,7 +96,7 @@ fn assert_usage_error(done: &Finished, needles: &[&str]) {
     }
 }
 
-fn one_diagnostic(done: &Finished) -> String {
+pub(crate) fn one_diagnostic(done: &Finished) -> String {
     let lines: Vec<&str> = done
         .stderr
         .lines()
@@ -113,7 +113,7 @@ fn one_diagnostic(done: &Finished) -> String {
 
 // ---- in-test peers ----------------------------------------------------------------------
 
-type Ws = WebSocket<TcpStream>;
+pub(crate) type Ws = WebSocket<TcpStream>;
 
 /// A one-connection WebSocket server on a loopback port: accepts one client, upgrades it,
 /// and runs `serve` on a thread; its result comes back on the receiver.
@@ -134,7 +134,7 @@ fn peer<T: Send + 'static>(
     (port, rx)
 }
 
-fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
+pub(crate) fn accept_within(listener: &TcpListener, limit: Duration) -> TcpStream {
     listener.set_nonblocking(true).expect("set_nonblocking");
     let deadline = Instant::now() + limit;
     loop {
@@ -209,8 +209,8 @@ fn outcome<T>(rx: &mpsc::Receiver<T>, limit: Duration) -> T {
 
 /// What an echoing peer saw.
 #[derive(Debug, Default)]
-struct Seen {
-    texts: Vec<String>,
+pub(crate) struct Seen {
+    pub(crate) texts: Vec<String>,
     binaries: Vec<Vec<u8>>,
     /// The client's Close frame, once it sent one (`Some(None)`: Close without a code).
     close: Option<Option<CloseFrame>>,
@@ -218,7 +218,7 @@ struct Seen {
 
 /// Echoes every message back as it came until the connection ends; tungstenite answers the
 /// client's Close.
-fn echo(mut ws: Ws) -> Seen {
+pub(crate) fn echo(mut ws: Ws) -> Seen {
     let mut seen = Seen::default();
     loop {
         match ws.read() {
@@ -250,7 +250,7 @@ fn first_tick(ws: &mut Ws) {
     }
 }
 
-fn is_timeout(e: &WsError) -> bool {
+pub(crate) fn is_timeout(e: &WsError) -> bool {
     matches!(e, WsError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
 }
 

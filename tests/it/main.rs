@@ -16,5 +16,7 @@ mod edges;
 mod interop;
 mod nginx;
 mod proxy;
+mod reconnect;
 mod robustness;
 mod serve;
+mod stats;

@@ -63,6 +63,36 @@ pub enum ProxyErrorKind {
     TooLong(&'static str),
 }
 
+impl ProxyError {
+    /// Whether trying again later may succeed: the proxy, or the target behind it, may be
+    /// restarting. A wrong URL or credentials, or a proxy that speaks another protocol, will
+    /// not heal by waiting.
+    pub fn will_heal(&self) -> bool {
+        use ProxyErrorKind as K;
+        match &self.kind {
+            K::Resolve(_) | K::Unreachable(..) | K::Timeout(_) | K::Closed | K::Io(_) => true,
+            // A gateway error: the proxy could not reach the target (yet).
+            K::Refused(status) => status
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|code| code.starts_with('5')),
+            // General failure, network or host unreachable, connection refused, TTL expired.
+            K::SocksReply(code) => matches!(code, 1 | 3 | 4 | 5 | 6),
+            K::TargetResolve(..) => true,
+            K::BadUrl(_)
+            | K::HttpsNotBuilt
+            | K::NotHttp
+            | K::HeadTooLarge
+            | K::CredentialsWanted
+            | K::CredentialsRefused(_)
+            | K::NotSocks
+            | K::NoAcceptableMethod
+            | K::SocksProtocol(_)
+            | K::TooLong(_) => false,
+        }
+    }
+}
+
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ProxyErrorKind as K;
