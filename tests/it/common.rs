@@ -272,6 +272,11 @@ impl Server {
         self.child.signal(libc::SIGTERM);
     }
 
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        self.child.signal(signal);
+    }
+
     /// The exit status if the process has ended, `None` while it runs.
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
