@@ -8,7 +8,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// The files one call to [`make`] wrote, all PEM.
 pub struct Certs {
@@ -195,6 +196,30 @@ pub fn make(dir: &Path) -> Certs {
     }
 }
 
+/// One set for the whole test process, made on first use in `root/PID` (any older set of the
+/// same process id is replaced; later calls get that set whatever `root` they name): a set
+/// costs a few RSA key generations.
+pub fn shared(root: &Path) -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = root.join(std::process::id().to_string());
+        let _ = fs::remove_dir_all(&dir);
+        make(&dir)
+    })
+}
+
+/// The base64 of the SHA-256 of the public key (SubjectPublicKeyInfo, DER) of the private key
+/// in `key`: what Chromium's `--ignore-certificate-errors-spki-list` and HPKP pins name.
+pub fn spki_sha256_base64(key: &Path) -> String {
+    let spki = openssl_out(&["pkey", "-in", s(key), "-pubout", "-outform", "DER"], &[]);
+    let digest = openssl_out(&["dgst", "-sha256", "-binary"], &spki);
+    let base64 = openssl_out(&["base64", "-A"], &digest);
+    String::from_utf8(base64)
+        .expect("base64 is ASCII")
+        .trim()
+        .to_string()
+}
+
 /// Issues `dir/NAME.pem` for the key `dir/NAME.key`, signed by `dir/ISSUER.{pem,key}`, valid
 /// for `days` days from now (a negative count makes one that has already expired), with the
 /// extensions in `ext` (openssl's extension-file syntax).
@@ -245,6 +270,31 @@ fn openssl(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs openssl with `input` on its stdin; its stdout.
+fn openssl_out(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl (install the openssl package)");
+    let mut stdin = child.stdin.take().expect("stdin pipe");
+    let data = input.to_vec();
+    // On a thread: openssl may fill its stdout pipe before it has read all its input.
+    let feeder = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child.wait_with_output().expect("wait for openssl");
+    let _ = feeder.join();
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 fn s(path: &Path) -> &str {

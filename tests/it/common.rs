@@ -267,11 +267,6 @@ impl Server {
         self.child.sigint();
     }
 
-    /// Sends SIGTERM (what systemd sends to stop a service) to the server.
-    pub fn sigterm(&self) {
-        self.child.signal(libc::SIGTERM);
-    }
-
     /// Sends `signal` to the server.
     pub fn signal(&self, signal: libc::c_int) {
         self.child.signal(signal);
@@ -352,12 +347,14 @@ impl Server {
     }
 }
 
-/// The port of wsecho's `listening on http://ADDR (…)` line, once it is in `log`.
+/// The port of wsecho's `listening on http://ADDR (…)` line (`https://` with TLS), once it
+/// is in `log`.
 pub fn listening_port(log: &str) -> Option<u16> {
-    let line = log
-        .lines()
-        .find(|l| l.starts_with("listening on http://"))?;
-    let addr = line["listening on http://".len()..].split(' ').next()?;
+    let addr = log.lines().find_map(|l| {
+        l.strip_prefix("listening on http://")
+            .or_else(|| l.strip_prefix("listening on https://"))
+    })?;
+    let addr = addr.split(' ').next()?;
     addr.parse::<SocketAddr>().ok().map(|a| a.port())
 }
 
@@ -549,6 +546,7 @@ impl Running {
 
     /// [`Running::start`] with a pipe to the process's stdin, for the test to write to as it
     /// goes; dropping the pipe ends the input.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))] // The nginx tests need TLS.
     pub fn start_piped(what: &str, mut cmd: Command) -> (Running, ChildStdin) {
         cmd.stdin(Stdio::piped());
         let mut running = Running::spawn(what, cmd);

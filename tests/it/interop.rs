@@ -16,24 +16,24 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const NEEDS: &str = "run tests/peers/setup.sh first";
+pub(crate) const NEEDS: &str = "run tests/peers/setup.sh first";
 /// Every peer client has its own 20 s deadline; this one is a backstop.
-const CLIENT_LIMIT: Duration = Duration::from_secs(30);
+pub(crate) const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 /// dial's `--wait` for runs that expect every echo. dial exits at the last echo anyway; its
 /// default 1 s would cut short a run whose peer a loaded machine stalls (and, in the
 /// /closeNNNN tests, send dial's Close before the echo, which the peer would answer instead
 /// of sending its own code).
-const WAIT: &str = "10";
+pub(crate) const WAIT: &str = "10";
 
 // ---- the peers ---------------------------------------------------------------
 
-fn peer_file(rel: &str) -> PathBuf {
+pub(crate) fn peer_file(rel: &str) -> PathBuf {
     let path = repo_root().join(rel);
     assert!(path.exists(), "peer missing: {} ({NEEDS})", path.display());
     path
 }
 
-fn go_server_cmd(port: u16) -> Command {
+pub(crate) fn go_server_cmd(port: u16) -> Command {
     let mut cmd = Command::new(peer_file("target/peers/go-echo-server"));
     cmd.arg("-addr")
         .arg(format!("127.0.0.1:{port}"))
@@ -41,26 +41,26 @@ fn go_server_cmd(port: u16) -> Command {
     cmd
 }
 
-fn py_server_cmd(port: u16) -> Command {
+pub(crate) fn py_server_cmd(port: u16) -> Command {
     let mut cmd = Command::new(peer_file("target/peers/venv/bin/python"));
     cmd.arg(peer_file("tests/peers/py/server.py"))
         .arg(port.to_string());
     cmd
 }
 
-fn go_client_cmd(url: &str) -> Command {
+pub(crate) fn go_client_cmd(url: &str) -> Command {
     let mut cmd = Command::new(peer_file("target/peers/go-echo-client"));
     cmd.arg("-url").arg(url);
     cmd
 }
 
-fn py_client_cmd(url: &str) -> Command {
+pub(crate) fn py_client_cmd(url: &str) -> Command {
     let mut cmd = Command::new(peer_file("target/peers/venv/bin/python"));
     cmd.arg(peer_file("tests/peers/py/client.py")).arg(url);
     cmd
 }
 
-fn node_client_cmd(url: &str) -> Command {
+pub(crate) fn node_client_cmd(url: &str) -> Command {
     peer_file("tests/peers/node/node_modules/ws/package.json");
     let mut cmd = Command::new("node");
     cmd.arg(peer_file("tests/peers/node/client.mjs")).arg(url);
@@ -135,7 +135,7 @@ fn node_client_to_wsecho_serve() {
 // ---- wsecho dial -> peer servers -----------------------------------------------
 
 /// 200 distinct non-empty lines, most with non-ASCII text.
-fn stdin_lines() -> Vec<String> {
+pub(crate) fn stdin_lines() -> Vec<String> {
     (0..200)
         .map(|i| match i % 4 {
             0 => format!("line {i}"),
@@ -265,17 +265,17 @@ fn calibration_node_client_to_go_server() {
 // ---- wsecho dial -> peer servers: a large message, pings, close codes ---------------
 
 /// How a `wsecho dial` run by [`dial_fed`] ended; stdout is kept as bytes (binary echoes).
-struct Dialed {
-    what: String,
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: String,
-    took: Duration,
+pub(crate) struct Dialed {
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    pub took: Duration,
 }
 
 impl Dialed {
     /// Status, time, stdout (its size and start only: it may be a MiB) and stderr.
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         let start = &self.stdout[..self.stdout.len().min(200)];
         format!(
             "{}: {} after {:?}\n--- stdout: {} bytes, starting ---\n{}\n--- stderr ---\n{}--- end ---",
@@ -292,7 +292,7 @@ impl Dialed {
 /// Runs `wsecho dial URL EXTRA...` with its stdin fed by `feed` on a thread (stdin ends when
 /// `feed` returns; write errors after dial has exited are ignored). Kills it and panics if it
 /// runs longer than `limit`.
-fn dial_fed(
+pub(crate) fn dial_fed(
     url: &str,
     extra: &[&str],
     feed: impl FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send + 'static,
@@ -317,7 +317,9 @@ fn dial_fed(
 }
 
 /// Feeds `data` at once, then ends stdin.
-fn feed_all(data: Vec<u8>) -> impl FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send {
+pub(crate) fn feed_all(
+    data: Vec<u8>,
+) -> impl FnOnce(&mut ChildStdin) -> std::io::Result<()> + Send {
     move |stdin| stdin.write_all(&data)
 }
 
@@ -337,7 +339,7 @@ fn feed_later(
 }
 
 /// `len` pseudo-random bytes from `pick` (xorshift64, fixed seed: failures reproduce).
-fn random_bytes(len: usize, pick: impl Fn(u64) -> Option<u8>) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize, pick: impl Fn(u64) -> Option<u8>) -> Vec<u8> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
@@ -349,7 +351,7 @@ fn random_bytes(len: usize, pick: impl Fn(u64) -> Option<u8>) -> Vec<u8> {
     out
 }
 
-const MIB: usize = 1 << 20;
+pub(crate) const MIB: usize = 1 << 20;
 
 /// One 1 MiB stdin line through `wsecho dial --stdin [--binary]` comes back byte for byte:
 /// printable ASCII as text; as binary every byte value but b'\n' (the line end), and not

@@ -14,6 +14,9 @@ mod deploy;
 mod dial;
 mod edges;
 mod interop;
+#[cfg(feature = "tls")]
+mod interop_tls;
+#[cfg(feature = "tls")]
 mod nginx;
 mod proxy;
 mod reconnect;

@@ -6,6 +6,7 @@
 //!
 //! Needs nginx and openssl (Debian packages), Chromium for the page, so ignored by default:
 //!     cargo test --test it nginx -- --include-ignored
+//! Only in builds with the feature tls: `wsecho dial` is the wss:// client of most of them.
 
 use crate::certs::{self, Certs};
 use crate::common::{Finished, Running, Server, free_port, port_accepts, repo_root, run, wsecho};
@@ -13,7 +14,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,16 +23,9 @@ const WAIT: Duration = Duration::from_secs(30);
 
 // ---- the harness -----------------------------------------------------------------------------
 
-/// One set of test certificates for the whole test process: a set costs RSA key generations.
+/// The test certificates of this test process (made on first use).
 fn test_certs() -> &'static Certs {
-    static CERTS: OnceLock<Certs> = OnceLock::new();
-    CERTS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("nginx-certs")
-            .join(std::process::id().to_string());
-        let _ = fs::remove_dir_all(&dir);
-        certs::make(&dir)
-    })
+    certs::shared(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("nginx-certs"))
 }
 
 /// What a test puts on the TEST lines of deploy/nginx.conf besides paths and ports.
@@ -429,7 +423,7 @@ fn chromium_loads_the_page_through_nginx_over_https_and_it_echoes_over_wss() {
             .arg(peer.join("e2e.mjs"))
             .arg(d.nginx.page_url())
             .arg(&shot)
-            .arg(spki_pin(&test_certs().server_ec_key))
+            .arg(certs::spki_sha256_base64(&test_certs().server_ec_key))
             .current_dir(&peer),
         None,
         Duration::from_secs(150),
@@ -447,30 +441,6 @@ fn chromium_loads_the_page_through_nginx_over_https_and_it_echoes_over_wss() {
         "{}",
         d.describe()
     );
-}
-
-/// The base64 SHA-256 of the SubjectPublicKeyInfo of `key`: Chromium's
-/// `--ignore-certificate-errors-spki-list` takes the certificate of that key.
-fn spki_pin(key: &Path) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(
-            "openssl pkey -in \"$1\" -pubout -outform DER \
-             | openssl dgst -sha256 -binary | openssl base64 -A",
-        )
-        .arg("spki_pin")
-        .arg(key)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("base64")
-        .trim()
-        .to_string()
 }
 
 /// Text, binary (every byte value but the newline that ends a line) and messages of 1 MiB
@@ -768,7 +738,7 @@ fn a_rolling_restart_behind_nginx_loses_and_repeats_nothing() {
 
 /// Stops `server` with SIGTERM, as a service manager does; fails unless it exits 0.
 fn stop(server: &mut Server) {
-    server.sigterm();
+    server.signal(libc::SIGTERM);
     let Some((status, _)) = server.wait_exit(WAIT) else {
         panic!("{} did not stop on SIGTERM\n{}", server.name, server.log());
     };

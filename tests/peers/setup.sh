@@ -5,7 +5,9 @@
 #     (plain by default; TLS with -cert/-key [-client-ca] on the server, -ca [-cert -key]
 #     on the client)
 #   - Python `websockets` in a venv          -> target/peers/venv
+#     (TLS: --cert/--key [--client-ca] on the server, --ca [--cert --key] on the client)
 #   - Node `ws` (npm)                         -> tests/peers/node/node_modules
+#     (TLS: --ca [--cert --key] on the client)
 # Safe to re-run; a re-run only checks and rebuilds the (cached) Go programs.
 # Then: cargo test --test it interop -- --include-ignored
 set -euo pipefail

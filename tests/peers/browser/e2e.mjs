@@ -1,9 +1,11 @@
 // Real-browser end-to-end test of the wsecho test page (GET /).
 //
-// usage: node e2e.mjs http://127.0.0.1:PORT/ SCREENSHOT.png [SPKI]
+// usage: node e2e.mjs http[s]://127.0.0.1:PORT/ SCREENSHOT.png [SPKI_SHA256_BASE64]
 //
-// SPKI: for an https:// page, the base64 SHA-256 of the server key's
-// SubjectPublicKeyInfo; Chromium accepts the certificate with that key.
+// For an https:// URL, SPKI_SHA256_BASE64 names the server's public key (base64 of the
+// SHA-256 of its SubjectPublicKeyInfo) that Chromium is to accept although no root it
+// trusts issued the certificate: --ignore-certificate-errors-spki-list, honoured because
+// the profile is a --user-data-dir of our own. Every other certificate error still fails.
 //
 // Drives Debian's /usr/bin/chromium (headless) through playwright-core and
 // clicks the page as a person would. Prints `browser-e2e: ok` or
@@ -16,9 +18,10 @@ import { join, dirname, resolve } from 'node:path';
 
 const [url, shotArg, spki] = process.argv.slice(2);
 if (!url || !shotArg) {
-  console.error('usage: node e2e.mjs http://127.0.0.1:PORT/ SCREENSHOT.png [SPKI]');
+  console.error('usage: node e2e.mjs http[s]://127.0.0.1:PORT/ SCREENSHOT.png [SPKI_SHA256_BASE64]');
   process.exit(2);
 }
+const trust = spki ? [`--ignore-certificate-errors-spki-list=${spki}`] : [];
 const shot = resolve(shotArg);
 const WAIT_MS = 30_000;        // every single wait is bounded by this
 const TOTAL_MS = 120_000;      // whole run (the Rust test kills us at 150 s)
@@ -32,6 +35,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let context, page, userDataDir;
 const pageErrors = [];
 const dialogs = [];
+const sockets = []; // the URL of every WebSocket the page opened
 
 // The lines of #output: one entry per child element.
 async function lines() {
@@ -82,21 +86,26 @@ async function run() {
     executablePath: '/usr/bin/chromium',
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--no-first-run', '--disable-component-update', '--disable-sync', '--disable-quic',
-      ...(spki ? [`--ignore-certificate-errors-spki-list=${spki}`] : [])],
+      '--no-first-run', '--disable-component-update', '--disable-sync', '--disable-quic', ...trust],
     viewport: { width: 1100, height: 800 },
     timeout: 30_000,
   });
   page = context.pages()[0] ?? (await context.newPage());
   page.setDefaultTimeout(WAIT_MS);
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('websocket', (ws) => sockets.push(ws.url()));
   page.on('dialog', (d) => { dialogs.push(`${d.type()}: ${d.message()}`); d.dismiss().catch(() => {}); });
   page.on('console', (m) => {
     if (m.type() === 'error' && !/\/favicon\.ico$/.test(m.location().url || '')) console.log(`browser-e2e: console error: ${m.text()}`);
   });
 
   // 1. Load the page.
-  const resp = await page.goto(url, { waitUntil: 'load', timeout: WAIT_MS });
+  let resp;
+  try {
+    resp = await page.goto(url, { waitUntil: 'load', timeout: WAIT_MS });
+  } catch (e) {
+    fail(`GET ${url}: ${e.message.split('\n')[0]}`);
+  }
   if (!resp || !resp.ok()) fail(`GET ${url} -> ${resp ? resp.status() : 'no response'}`);
   const title = await page.title();
   step(`loaded ${url} (HTTP ${resp.status()}, title ${JSON.stringify(title)})`);
@@ -211,6 +220,13 @@ async function run() {
   if (pageErrors.length) fail(`page error: ${pageErrors[0]}`);
   if (dialogs.length) fail(`unexpected dialog: ${dialogs[0]}`);
   step(`#output has ${all.length} lines`);
+
+  // The page follows the scheme it was loaded with: wss:// from an https:// page.
+  const scheme = new URL(url).protocol === 'https:' ? 'wss:' : 'ws:';
+  if (!sockets.length) fail('the page opened no WebSocket');
+  const other = sockets.filter((u) => new URL(u).protocol !== scheme);
+  if (other.length) fail(`a page loaded over ${new URL(url).protocol} opened ${other[0]}, want ${scheme}//`);
+  step(`the page's ${sockets.length} WebSockets were all ${scheme}// (${sockets[0]})`);
 }
 
 async function screenshot() {

@@ -1,14 +1,39 @@
 // node-echo-client: an independent WebSocket client (Node `ws` package) used
 // by wsecho's interop tests (tests/it/interop.rs) to check an echo server.
-// Usage: node client.mjs URL
+// Usage: node client.mjs URL [--ca FILE] [--cert FILE --key FILE]
 // Sends text, unicode text, binary 0..255, a 1 MiB binary message and a ping,
 // checks every echo (type and bytes) and the pong, then sends Close(1000,
 // "bye") and expects the server's close frame with code 1000.
 // Prints "ok" and exits 0, or prints what failed and exits 1. Deadline: 20 s.
+// For a wss:// URL, --ca names the PEM CA certificates to trust (instead of
+// Node's bundled roots) and --cert/--key a client certificate to present.
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
 
-const url = process.argv[2];
-if (!url) fail('usage: node client.mjs ws://HOST:PORT/echo');
+const usage = 'usage: node client.mjs ws[s]://HOST:PORT/echo [--ca FILE] [--cert FILE --key FILE]';
+let args;
+try {
+  args = parseArgs({
+    allowPositionals: true,
+    options: { ca: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' } },
+  });
+} catch (e) {
+  fail(`${e.message}; ${usage}`);
+}
+const url = args.positionals[0];
+if (!url || args.positionals.length > 1) fail(usage);
+const opts = args.values;
+if ((opts.cert === undefined) !== (opts.key === undefined)) fail('--cert and --key go together');
+if (!url.startsWith('wss://') && (opts.ca || opts.cert)) fail('--ca, --cert and --key need a wss:// URL');
+const read = (flag, path) => {
+  try { return readFileSync(path); } catch (e) { fail(`read --${flag}: ${e.message}`); }
+};
+// ws passes these to tls.connect, which checks the chain and the host name (an IP address
+// against the IP SANs).
+const tls = {};
+if (opts.ca) tls.ca = read('ca', opts.ca);
+if (opts.cert) { tls.cert = read('cert', opts.cert); tls.key = read('key', opts.key); }
 
 function fail(msg) {
   console.log(`FAIL: ${msg}`);
@@ -31,7 +56,7 @@ function next(what) {
   });
 }
 
-const ws = new WebSocket(url, { handshakeTimeout: 5000 });
+const ws = new WebSocket(url, { handshakeTimeout: 5000, ...tls });
 ws.on('message', (data, isBinary) => push({ kind: 'message', data, isBinary }));
 ws.on('pong', (data) => push({ kind: 'pong', data }));
 ws.on('close', (code, reason) => push({ kind: 'close', code, reason: reason.toString() }));

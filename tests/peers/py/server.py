@@ -1,7 +1,8 @@
 """py-echo-server: an independent WebSocket echo server (Python `websockets`,
 sync API) used as a peer by wsecho's interop tests (tests/it/interop.rs).
 
-Usage: server.py PORT [HOST]   (HOST defaults to 127.0.0.1)
+Usage: server.py PORT [HOST] [--cert FILE --key FILE [--client-ca FILE]]
+(HOST defaults to 127.0.0.1)
 
 Serves WebSocket at /echo (other paths get 404) and echoes every message back
 with the same type (text stays text, binary stays binary). Prints "listening"
@@ -9,11 +10,14 @@ once ready, and "client close code N" (or "none") when a connection ends.
 /closeNNNN (e.g. /close4001) echoes one message, then closes with code NNNN.
 The echo and the Close go out under one hold of the connection's lock, so the
 client's own Close can only cross ours on the wire, never arrive first.
+With --cert and --key (PEM: a certificate chain and its key) it speaks TLS (wss://)
+through an ssl.SSLContext; --client-ca also requires client certificates it issued.
 """
 
+import argparse
 import http
 import re
-import sys
+import ssl
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import serve
@@ -62,11 +66,33 @@ def only_echo_path(connection, request):
     return None
 
 
+def tls_context(cert, key, client_ca):
+    """A server-side context for the certificate chain and key, or None without them."""
+    if cert is None and key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    if client_ca is not None:
+        context.load_verify_locations(client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def main():
-    port = int(sys.argv[1])
-    host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
-    with serve(echo, host, port, process_request=only_echo_path,
-               max_size=None, ping_interval=None) as server:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("host", nargs="?", default="127.0.0.1")
+    ap.add_argument("--cert", help="PEM certificate chain: serve wss:// (needs --key)")
+    ap.add_argument("--key", help="PEM private key for --cert")
+    ap.add_argument("--client-ca", help="PEM CA certificates: require client certificates")
+    args = ap.parse_args()
+    if (args.cert is None) != (args.key is None):
+        ap.error("--cert and --key go together")
+    if args.client_ca is not None and args.cert is None:
+        ap.error("--client-ca needs --cert and --key")
+    context = tls_context(args.cert, args.key, args.client_ca)
+    with serve(echo, args.host, args.port, process_request=only_echo_path,
+               max_size=None, ping_interval=None, ssl=context) as server:
         print("listening", flush=True)
         server.serve_forever()
 

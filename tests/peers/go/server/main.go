@@ -6,7 +6,8 @@
 // "ping" for every ping it answers (gorilla's own handler sends the pong).
 // With -cert and -key (PEM) it serves over TLS (https and wss) instead, as
 // gorilla's echo example would behind http.ListenAndServeTLS; -client-ca makes it
-// require and verify client certificates.
+// require and verify client certificates. With -page FILE it also serves FILE at
+// "/" (wsecho's test page), so a browser test can be calibrated against it.
 package main
 
 import (
@@ -29,6 +30,7 @@ var (
 	cert     = flag.String("cert", "", "PEM certificate chain: serve TLS (needs -key)")
 	key      = flag.String("key", "", "PEM private key for -cert")
 	clientCA = flag.String("client-ca", "", "PEM CA certificates: require client certificates they issued")
+	page     = flag.String("page", "", "an HTML file to serve at /")
 )
 
 var upgrader = websocket.Upgrader{
@@ -80,6 +82,15 @@ func main() {
 		log.SetOutput(io.Discard)
 	}
 	http.HandleFunc("/echo", echo)
+	if *page != "" {
+		http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/" {
+				http.NotFound(w, r)
+				return
+			}
+			http.ServeFile(w, r, *page)
+		})
+	}
 	log.Printf("listening on %s", *addr)
 	var err error
 	if *cert == "" && *key == "" && *clientCA == "" {
