@@ -7,9 +7,9 @@
 #   cargo build --release --workspace
 #   bash bench/nginx.sh [--rounds 5] [--secs 3] [--plain]
 #
-# Default: TLS everywhere the client goes, as users run it: loadgen speaks wss:// to nginx,
-# which ends TLS and speaks plain HTTP to the instances; the lone instance serves wss:// itself
-# (--tls-cert/--tls-key). --plain: the same without TLS, with nginx's `listen … ssl` made a
+# Default: TLS everywhere the client goes, as users run it: loadgen speaks wss:// (TLS 1.3,
+# AES-128-GCM, a full handshake each time) to nginx, which ends TLS and speaks plain HTTP to
+# the instances; the lone instance serves wss:// itself (--tls-cert/--tls-key). --plain: the same without TLS, with nginx's `listen … ssl` made a
 # plain `listen` in a bench-only copy of the file (the proxying alone).
 #
 # Server CPU per operation is `perf stat -e task-clock` over every server process of the
@@ -51,23 +51,14 @@ free_port() {
 }
 
 if ((tls)); then
-    # A test CA and a server certificate for 127.0.0.1 (P-256, as the tests use).
-    (
-        cd "$work"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
-            -out ca.pem -subj "/CN=wsecho bench CA" -days 2 \
-            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key \
-            -out server.csr -subj /CN=localhost
-        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-            -extfile server.ext -out server.pem
-    ) 2>/dev/null
+    # A test CA and an ECDSA P-256 server certificate for 127.0.0.1 (ca.pem, server.pem/.key).
+    "$loadgen" certs "$work" >/dev/null
     scheme=wss
-    export SSL_CERT_FILE="$work/ca.pem"
+    ca_args=(--ca "$work/ca.pem")
     tls_args=(--tls-cert "$work/server.pem" --tls-key "$work/server.key")
 else
     scheme=ws
+    ca_args=()
     tls_args=()
 fi
 export GLIBC_TUNABLES=glibc.malloc.tcache_count=0
@@ -125,7 +116,7 @@ measure() {
     local perf_pid=$!
     sleep 0.2
     # shellcheck disable=SC2086  # the load's words are split on purpose
-    out=$("$loadgen" ${load[$scenario]} --secs "$secs" "${url[$setup]}")
+    out=$("$loadgen" ${load[$scenario]} --secs "$secs" "${ca_args[@]}" "${url[$setup]}")
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
     echo "  $setup: $out" >&2
