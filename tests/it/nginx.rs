@@ -9,7 +9,9 @@
 //! Only in builds with the feature tls: `wsecho dial` is the wss:// client of most of them.
 
 use crate::certs::{self, Certs};
-use crate::common::{Finished, Running, Server, free_port, port_accepts, repo_root, run, wsecho};
+use crate::common::{
+    Feed, Finished, Running, Server, free_port, port_accepts, repo_root, run, run_fed, wsecho,
+};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -314,9 +316,30 @@ impl Deployment {
         cmd
     }
 
-    /// Both instances' logs, one after the other.
+    /// Every instance's log, one after the other.
     fn instance_logs(&self) -> String {
         self.instances.iter().map(|s| s.log_text()).collect()
+    }
+
+    /// Polls the instances' logs (written a moment after the fact) until one has `needle`;
+    /// that instance.
+    fn wait_for_instance_log(&self, needle: &str) -> &Server {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(server) = self
+                .instances
+                .iter()
+                .find(|s| s.log_text().contains(needle))
+            {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no instance logged {needle:?} within {WAIT:?}\n{}",
+                self.describe()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Everything every process said, for failure messages.
@@ -476,32 +499,37 @@ fn dial_through_nginx_echoes_text_and_binary_unchanged_large_ones_included() {
     binary.push(b'\n');
     binary.extend(&big_binary);
     binary.push(b'\n');
-    let done = run(
+    let input = binary.clone();
+    let feed: Feed = Box::new(move |pipe| pipe.write_all(&input));
+    let done = run_fed(
         "wsecho dial --binary",
         &mut d.dial(&["--stdin", "--binary", "--wait", "20"]),
-        Some(binary.clone()),
+        Some(feed),
         WAIT,
+        |done| String::from_utf8_lossy(&done.stderr).into_owned(),
     );
+    let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(
         done.status.success(),
-        "{}\n{}",
-        done.describe(),
+        "{}: {stderr}\n{}",
+        done.status,
         d.describe()
     );
     // Invalid UTF-8 among the bytes: it came back as binary, or dial would have refused it.
     assert!(
-        done.stdout.as_bytes() == binary.as_slice(),
-        "binary came back changed\n{}",
+        done.stdout == binary,
+        "binary came back changed ({} bytes for {}): {stderr}\n{}",
+        done.stdout.len(),
+        binary.len(),
         d.describe()
     );
 
-    let logs = d.instance_logs();
     for line in [
         format!("recv: {} bytes binary", every_byte.len()),
         format!("recv: {} bytes binary", big_binary.len()),
         "recv: héllo 世界 <b>".to_string(),
     ] {
-        assert!(logs.contains(&line), "no {line:?} in\n{}", d.describe());
+        d.wait_for_instance_log(&line);
     }
     d.nginx.wait_for_access("\"GET /echo HTTP/1.1\" 101", 2);
 }
@@ -519,11 +547,7 @@ fn an_instance_behind_nginx_logs_the_client_via_nginx() {
         done.describe(),
         d.describe()
     );
-    let server = d
-        .instances
-        .iter()
-        .find(|s| s.log_text().contains("recv: who"))
-        .unwrap_or_else(|| panic!("no instance got the message\n{}", d.describe()));
+    let server = d.wait_for_instance_log("recv: who");
     let log = server.wait_for_log("close 127.0.0.1 via 127.0.0.1:", WAIT);
     assert!(log.contains("open 127.0.0.1 via 127.0.0.1:"), "{log}");
 }
@@ -551,12 +575,7 @@ fn a_page_from_another_origin_is_refused_with_403_through_nginx() {
     assert!(done.stderr.contains("403"), "{}", done.describe());
     assert!(done.stdout.is_empty(), "{}", done.describe());
     d.nginx.wait_for_access("\"GET /echo HTTP/1.1\" 403", 1);
-    assert!(
-        d.instance_logs()
-            .contains("refused 127.0.0.1 via 127.0.0.1:"),
-        "{}",
-        d.describe()
-    );
+    d.wait_for_instance_log("refused 127.0.0.1 via 127.0.0.1:");
 }
 
 /// How long the idle tests leave a connection silent: more than twice the 3 s they give
