@@ -31,6 +31,8 @@ step "cargo fmt --check"
 cargo fmt --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "cargo clippy --no-default-features (no TLS)"
+cargo clippy --workspace --all-targets --quiet --no-default-features -- -D warnings
 
 step "cargo test --workspace (with the real-peer and browser tests; builds bench/ too)"
 # Everything the tests need is installed above: a test that finds a prerequisite missing
@@ -38,6 +40,25 @@ step "cargo test --workspace (with the real-peer and browser tests; builds bench
 export CI="${CI:-1}"
 cargo test --workspace --no-fail-fast -- --include-ignored
 echo "browser screenshot (CI artifact): $root/target/browser-e2e.png"
+
+step "without the cargo feature tls: the plain binary, its tests, and the TLS flags refused"
+no_tls="$root/target/no-tls"
+CARGO_TARGET_DIR="$no_tls" cargo build --release --quiet --no-default-features
+ls -l "$no_tls/release/wsecho"
+# Each: the arguments, the exit status expected, and the words its message must hold.
+refused() {
+  local want="$1"; shift
+  local out status=0
+  out="$("$no_tls/release/wsecho" "$@" 2>&1)" || status=$?
+  if [ "$status" != "$want" ] || ! grep -q "built without TLS (the cargo feature tls)" <<<"$out"; then
+    echo "wsecho $* without TLS: expected exit $want naming the feature, got $status: $out" >&2
+    exit 1
+  fi
+}
+refused 2 serve --tls-cert cert.pem --tls-key key.pem
+refused 2 dial --ca ca.pem ws://127.0.0.1:1/echo
+refused 1 dial wss://127.0.0.1:1/echo
+CARGO_TARGET_DIR="$no_tls" cargo test --workspace --quiet --no-default-features
 
 step "Autobahn TestSuite, server and client"
 bash scripts/conformance.sh

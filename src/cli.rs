@@ -4,6 +4,7 @@
 
 use crossbeam_channel::{Receiver, bounded};
 use std::io::{self, BufRead};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::thread;
 use std::time::Duration;
@@ -52,6 +53,10 @@ Options:
   --max-frame BYTES         larger frames get Close 1009 [default: 16M]
   --thread-linger SECS      a finished connection's thread waits this long to serve
                             the next one before it exits (at most 128 wait) [default: 10]
+  --tls-cert FILE           serve https and wss with this certificate (PEM, followed by
+                            its chain); needs --tls-key. SIGHUP reloads both files.
+  --tls-key FILE            its private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC)
+  --client-ca FILE          require client certificates issued by these CAs (PEM)
   -h, --help                this help
 
 SECS may have decimals (0.5). BYTES may end in K, M or G (1024-based; at most 1G).
@@ -68,7 +73,7 @@ connection is open, Ctrl-C exits at once (status 1).
 
 Options:
   --addr HOST:PORT          server to dial, path /echo [default: localhost:8080]
-  URL                       a ws:// URL instead (wss:// is not supported yet)
+  URL                       a ws:// or wss:// URL instead
   --interval SECS           time between ticks [default: 1]
   --count N                 send N messages, wait for their echoes, close, exit
   --stdin                   send each line of stdin instead of ticks; print each
@@ -101,6 +106,10 @@ Options:
   --ping-interval SECS      ping a quiet server; give up after two silent
                             intervals [default: 30]
   --max-message BYTES       largest message accepted [default: 16M]
+  --ca FILE                 for wss://, trust the CA certificates in FILE (PEM)
+                            instead of the system's roots (SSL_CERT_FILE, SSL_CERT_DIR)
+  -k, --insecure            for wss://, do not check the server's certificate at all
+  --cert FILE --key FILE    for wss://, present this client certificate (PEM)
   -h, --help                this help
 
 Messages go to stdout, diagnostics to stderr.
@@ -180,7 +189,35 @@ pub(crate) fn serve(mut args: pico_args::Arguments) -> Result<Option<server::Con
         seconds,
         &mut limits.thread_linger,
     )?;
+    let tls_cert = p.opt(&mut args, "--tls-cert", path)?;
+    let tls_key = p.opt(&mut args, "--tls-key", path)?;
+    let client_ca = p.opt(&mut args, "--client-ca", path)?;
     p.finish(args)?;
+    let usage = |message: &str| Usage {
+        message: message.into(),
+        help: HELP,
+    };
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) if client_ca.is_some() => {
+            return Err(usage("--client-ca needs --tls-cert and --tls-key"));
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(usage("--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(usage("--tls-key needs --tls-cert")),
+    };
+    #[cfg(feature = "tls")]
+    {
+        config.tls = tls.map(|(cert, key)| wsecho::tls::ServerFiles {
+            cert,
+            key,
+            client_ca,
+        });
+    }
+    #[cfg(not(feature = "tls"))]
+    if tls.is_some() {
+        return Err(usage(&format!("--tls-cert: {WITHOUT_TLS}")));
+    }
     if limits.idle_timeout <= limits.ping_interval {
         return Err(Usage {
             message: "--idle-timeout must be longer than --ping-interval (a peer needs time to answer the ping)".into(),
@@ -235,6 +272,10 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
         &mut options.ping_interval,
     )?;
     p.set(&mut args, "--max-message", bytes, &mut options.max_message)?;
+    let ca = p.opt(&mut args, "--ca", path)?;
+    let insecure = args.contains(["-k", "--insecure"]);
+    let cert = p.opt(&mut args, "--cert", path)?;
+    let key = p.opt(&mut args, "--key", path)?;
     // A leftover that looks like a flag is an unknown flag, not the URL.
     let url = args
         .opt_free_from_fn(|s: &str| match s.starts_with('-') {
@@ -285,6 +326,7 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
         (None, addr) => Target::from_addr(addr.as_deref().unwrap_or("localhost:8080")),
     };
     let target = target.map_err(|e| Error::Failed(target_error(&e)))?;
+    dial_tls(&mut options, &target, ca, insecure, cert, key)?;
     for raw in &headers {
         options
             .headers
@@ -312,6 +354,62 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
         wait,
         reconnect,
     }))
+}
+
+/// What the TLS flags say when this binary has no TLS.
+#[cfg(not(feature = "tls"))]
+const WITHOUT_TLS: &str = "this wsecho was built without TLS (the cargo feature tls)";
+
+/// dial's TLS flags, checked against the target: they only make sense for `wss://`.
+fn dial_tls(
+    options: &mut client::Options,
+    target: &Target,
+    ca: Option<PathBuf>,
+    insecure: bool,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<(), Usage> {
+    let usage = |message: String| Usage {
+        message,
+        help: "wsecho dial --help",
+    };
+    let given = [
+        ("--ca", ca.is_some()),
+        ("--insecure", insecure),
+        ("--cert", cert.is_some()),
+        ("--key", key.is_some()),
+    ];
+    let Some((first, _)) = given.iter().find(|(_, set)| *set) else {
+        return Ok(());
+    };
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = (options, target);
+        Err(usage(format!("{first}: {WITHOUT_TLS}")))
+    }
+    #[cfg(feature = "tls")]
+    {
+        use wsecho::tls::{Identity, Trust};
+        if !target.secure() {
+            return Err(usage(format!(
+                "{first} is for wss:// URLs; {} is plain ws://",
+                target.url
+            )));
+        }
+        options.trust = match (ca, insecure) {
+            (Some(_), true) => return Err(usage("give either --ca or --insecure".into())),
+            (Some(ca), false) => Trust::File(ca),
+            (None, true) => Trust::Insecure,
+            (None, false) => Trust::System,
+        };
+        options.identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some(Identity { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(usage("--cert needs --key".into())),
+            (None, Some(_)) => return Err(usage("--key needs --cert".into())),
+        };
+        Ok(())
+    }
 }
 
 /// Parses `-H 'Name: value'`.
@@ -404,11 +502,40 @@ pub(crate) fn server_error(e: &server::Error) -> String {
 /// Why dialing failed, with the flag that changes it.
 pub(crate) fn client_error(e: &client::Error) -> String {
     match e {
-        client::Error::Target(e) => target_error(e),
+        client::Error::Target(target) => target_error(target),
         client::Error::ConnectTimeout { url, after } => format!(
             "cannot connect to {url}: no answer within {after:?} (check the address and any firewall, or raise --connect-timeout)"
         ),
+        #[cfg(feature = "tls")]
+        client::Error::Tls(tls) => format!("{e}{}", tls_hint(tls)),
         other => other.to_string(),
+    }
+}
+
+/// What to do about a TLS failure, naming the flags that change it.
+#[cfg(feature = "tls")]
+fn tls_hint(e: &wsecho::tls::Error) -> &'static str {
+    use wsecho::tls::Error as E;
+    match e {
+        E::UnknownIssuer => {
+            " (to trust its CA pass --ca FILE or point SSL_CERT_FILE at it; --insecure skips the check)"
+        }
+        E::NameMismatch { .. } => " (dial one of the names the certificate has)",
+        E::Expired | E::NotYetValid => {
+            " (the server needs a current certificate; --insecure skips the check)"
+        }
+        E::NotTls => " (is it a plain ws:// server? then use ws://)",
+        E::NoUsableRoots { .. } => {
+            " (install the system's CA certificates, set SSL_CERT_FILE, or pass --ca FILE)"
+        }
+        E::Refused(alert) if alert.contains("CertificateRequired") => {
+            " (the server wants a client certificate: pass --cert FILE --key FILE)"
+        }
+        E::Refused(alert) if alert.contains("Certificate") || alert.contains("UnknownCA") => {
+            " (the server did not accept our client certificate)"
+        }
+        E::TimedOut => " (raise --connect-timeout)",
+        _ => "",
     }
 }
 
@@ -492,6 +619,11 @@ impl Parser {
             }
         }
     }
+}
+
+/// A file name.
+fn path(s: &str) -> Result<PathBuf, String> {
+    nonempty(s).map(PathBuf::from)
 }
 
 fn nonempty(s: &str) -> Result<String, String> {

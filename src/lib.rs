@@ -23,7 +23,7 @@ pub mod client;
 mod link;
 pub mod log;
 pub mod server;
-mod sys;
+pub mod sys;
 pub mod time;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -9,8 +9,15 @@ use std::time::Duration;
 use wsecho::client;
 use wsecho::log::Log;
 use wsecho::server::Server;
+use wsecho::sys::{self, Signal};
 
 fn main() -> ExitCode {
+    // Before any thread exists, so that every thread inherits the mask: the signals then
+    // arrive only on the thread `sys::on_signals` starts.
+    if let Err(e) = sys::block_signals() {
+        eprintln!("wsecho: cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
     // pico-args takes no flag for a subcommand, so the top-level flags are looked at first.
     match std::env::args().nth(1).as_deref() {
         Some("-V" | "--version") => {
@@ -64,6 +71,8 @@ fn serve(args: pico_args::Arguments) -> Result<ExitCode, cli::Usage> {
         return Ok(ExitCode::SUCCESS);
     };
     let log = Log::stderr();
+    #[cfg(feature = "tls")]
+    let cert_file = config.tls.as_ref().map(|files| files.cert.clone());
     let server = match Server::bind(config, log.clone()) {
         Ok(server) => server,
         Err(e) => {
@@ -72,8 +81,29 @@ fn serve(args: pico_args::Arguments) -> Result<ExitCode, cli::Usage> {
         }
     };
     let stopper = server.stopper();
-    if let Err(e) = ctrlc::set_handler(move || stopper.stop()) {
-        eprintln!("wsecho: cannot handle Ctrl-C: {e}");
+    #[cfg(feature = "tls")]
+    let tls = server.tls();
+    let reload_log = log.clone();
+    let on_signal = move |signal| match signal {
+        Signal::Interrupt | Signal::Terminate => stopper.stop(),
+        #[cfg(feature = "tls")]
+        Signal::Hangup => match (&tls, &cert_file) {
+            (Some(tls), Some(cert)) => match tls.reload() {
+                Ok(()) => reload_log.line(format_args!(
+                    "tls: reloaded certificate from {}",
+                    cert.display()
+                )),
+                Err(e) => reload_log.line(format_args!(
+                    "tls: reload failed: {e} (still serving the previous certificate)"
+                )),
+            },
+            _ => reload_log.line(format_args!("SIGHUP: nothing to reload without TLS")),
+        },
+        #[cfg(not(feature = "tls"))]
+        Signal::Hangup => reload_log.line(format_args!("SIGHUP: nothing to reload without TLS")),
+    };
+    if let Err(e) = sys::on_signals(on_signal) {
+        eprintln!("wsecho: cannot handle signals: {e}");
         return Ok(ExitCode::FAILURE);
     }
     server.run();
@@ -95,8 +125,16 @@ fn dial(args: pico_args::Arguments) -> Result<ExitCode, cli::Usage> {
         Err(cli::Error::Usage(usage)) => return Err(usage),
         Err(cli::Error::Failed(message)) => return fail(message),
     };
+    #[cfg(feature = "tls")]
+    if config.options.trust == wsecho::tls::Trust::Insecure {
+        eprintln!(
+            "wsecho: warning: --insecure: the server's certificate is not checked; anyone on the way can read and change this connection"
+        );
+    }
     let (tx, interrupt) = crossbeam_channel::bounded(1);
-    if let Err(e) = ctrlc::set_handler(on_interrupt(tx)) {
+    // SIGHUP too: the terminal dial ran in has gone away.
+    let on_signal = on_interrupt(tx);
+    if let Err(e) = sys::on_signals(move |_| on_signal()) {
         return fail(format!("cannot handle Ctrl-C: {e}"));
     }
     match client::run(&config, interrupt, &OPEN) {

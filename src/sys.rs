@@ -1,5 +1,5 @@
 //! What std does not expose about the host and the process: the open-files limit, memory
-//! size, malloc tuning.
+//! size, malloc tuning, and the signals that stop the program or reload its certificate.
 //!
 //! This is the only module allowed `unsafe`; each block is a few libc calls with a SAFETY note.
 
@@ -67,5 +67,79 @@ pub(crate) fn trim_heap() {
     // SAFETY: malloc_trim only releases free memory; it is safe to call from any thread.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// A signal wsecho acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT: Ctrl-C.
+    Interrupt,
+    /// SIGTERM: a service manager stopping us.
+    Terminate,
+    /// SIGHUP: reload (serve), or the terminal went away (dial).
+    Hangup,
+}
+
+/// SIGINT, SIGTERM and SIGHUP.
+#[allow(unsafe_code)]
+fn handled_signals() -> libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given; sigaddset only adds valid signal
+    // numbers to that initialised set.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(set.as_mut_ptr(), signal);
+        }
+        set.assume_init()
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread, and so in every thread started
+/// after it: from then on they reach the program only through [`on_signals`]'s thread, never
+/// as a handler that interrupts whatever some thread was doing (and a signal that comes
+/// before that thread runs waits for it). Call it first thing in `main`, before any thread
+/// exists.
+#[allow(unsafe_code)]
+pub fn block_signals() -> io::Result<()> {
+    let set = handled_signals();
+    // SAFETY: `set` is an initialised signal set; the old mask is not asked for.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    match r {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Starts the one thread that waits for the signals [`block_signals`] blocked and calls
+/// `handler` with each, in the order they come.
+pub fn on_signals(mut handler: impl FnMut(Signal) + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("wsecho-signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let set = handled_signals();
+            while let Some(signal) = wait_signal(&set) {
+                handler(signal);
+            }
+        })
+        .map(|_| ())
+}
+
+/// The next of the blocked signals; `None` if waiting fails for good.
+#[allow(unsafe_code)]
+fn wait_signal(set: &libc::sigset_t) -> Option<Signal> {
+    loop {
+        let mut number: libc::c_int = 0;
+        // SAFETY: `set` is an initialised signal set and `number` a valid place to write.
+        let r = unsafe { libc::sigwait(set, &mut number) };
+        match (r, number) {
+            (0, libc::SIGINT) => return Some(Signal::Interrupt),
+            (0, libc::SIGTERM) => return Some(Signal::Terminate),
+            (0, libc::SIGHUP) => return Some(Signal::Hangup),
+            (0, _) | (libc::EINTR, _) => {}
+            _ => return None,
+        }
     }
 }

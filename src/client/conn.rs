@@ -5,7 +5,7 @@ use super::error::Error;
 use super::handshake;
 use super::proxy::{self, ProxyChoice};
 use super::target::Target;
-use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
+use crate::link::{AnyTransport, DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -32,6 +32,12 @@ pub struct Options {
     pub headers: Vec<(String, String)>,
     /// Whether, and through which proxy, to reach the target.
     pub proxy: ProxyChoice,
+    /// For `wss://`: which server certificates to accept.
+    #[cfg(feature = "tls")]
+    pub trust: crate::tls::Trust,
+    /// For `wss://`: the client certificate to present to servers that ask for one.
+    #[cfg(feature = "tls")]
+    pub identity: Option<crate::tls::Identity>,
 }
 
 impl Default for Options {
@@ -42,6 +48,10 @@ impl Default for Options {
             max_message: 16 << 20,
             headers: Vec::new(),
             proxy: ProxyChoice::Direct,
+            #[cfg(feature = "tls")]
+            trust: crate::tls::Trust::System,
+            #[cfg(feature = "tls")]
+            identity: None,
         }
     }
 }
@@ -78,11 +88,21 @@ pub fn connect_timed(
         .max(Duration::from_millis(1));
     stream.set_read_timeout(Some(left)).map_err(Error::Io)?;
     stream.set_write_timeout(Some(left)).map_err(Error::Io)?;
-    let surplus = handshake(&stream, request, target, deadline)?;
+    let (surplus, transport, tls_time) = match target.secure() {
+        #[cfg(feature = "tls")]
+        true => tls_handshakes(&stream, request, target, options, deadline)?,
+        _ => (
+            handshake(&stream, &*stream, request, target, deadline)?,
+            AnyTransport::Plain(DeadlineWriter(stream.clone())),
+            None,
+        ),
+    };
     let timings = Timings {
         connect: connected - started,
-        tls: None,
-        upgrade: connected.elapsed(),
+        tls: tls_time,
+        upgrade: connected
+            .elapsed()
+            .saturating_sub(tls_time.unwrap_or_default()),
     };
     // Past the handshake, a write that cannot progress for a ping interval means a dead peer.
     stream
@@ -92,7 +112,7 @@ pub fn connect_timed(
     // The bytes that came behind the 101 are the reader's first input, not the context's, so
     // they go through the same path as every later read.
     let ctx = WebSocketContext::new(Role::Client, Some(config));
-    let link = Arc::new(Link::new(ctx, Role::Client, DeadlineWriter(stream.clone())));
+    let link = Arc::new(Link::new(ctx, Role::Client, transport));
     let reader_turn = Arc::new(ReaderTurn::default());
     let reader_stream = stream.clone();
     let reader = Reader {
@@ -120,6 +140,40 @@ pub fn connect_timed(
         },
         timings,
     ))
+}
+
+/// The TLS handshake (SNI and the name checked: the URL's host), then the WebSocket one
+/// inside it, both by the connect deadline. Returns what came behind the 101, and the
+/// transport that carries the connection from then on.
+#[cfg(feature = "tls")]
+fn tls_handshakes(
+    stream: &Arc<TcpStream>,
+    request: Request,
+    target: &Target,
+    options: &Options,
+    deadline: Instant,
+) -> Result<(Vec<u8>, AnyTransport, Option<Duration>), Error> {
+    use crate::link::{TlsTransport, UntilDeadline};
+    use crate::tls;
+    let config =
+        tls::client_config(&options.trust, options.identity.as_ref()).map_err(Error::Tls)?;
+    let mut session = tls::Session::client(config, &target.host).map_err(Error::Tls)?;
+    let started = Instant::now();
+    session.handshake(stream, deadline).map_err(Error::Tls)?;
+    let tls_time = started.elapsed();
+    let mut surplus = handshake(
+        stream,
+        session.blocking(UntilDeadline::new(stream, deadline)),
+        request,
+        target,
+        deadline,
+    )?;
+    session.take_plaintext(&mut surplus);
+    let transport = AnyTransport::Tls(Box::new(TlsTransport {
+        session,
+        sink: DeadlineWriter(stream.clone()),
+    }));
+    Ok((surplus, transport, Some(tls_time)))
 }
 
 fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<TcpStream, Error> {
@@ -159,10 +213,12 @@ fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<Tcp
     })
 }
 
-/// Runs tungstenite's client handshake over the response head [`handshake`] collected and
-/// shaped, and returns the bytes the server sent after its 101.
+/// Runs tungstenite's client handshake over `io` (the socket, or a TLS session over it)
+/// with the response head [`handshake`] collected and shaped, and returns the bytes the
+/// server sent after its 101.
 fn handshake(
     stream: &TcpStream,
+    io: impl Read + Write,
     request: Request,
     target: &Target,
     deadline: Instant,
@@ -170,6 +226,7 @@ fn handshake(
     let offered = handshake::offered_extensions(&request);
     let head = HeadOnly {
         stream,
+        io,
         deadline,
         timeout: ReadTimeout::new(),
         head: None,
@@ -189,6 +246,10 @@ fn handshake(
             target.url
         ))),
         Err(HandshakeError::Failure(e)) => Err(match e {
+            // Under TLS 1.3 a server's refusal of our certificate (or of its absence) comes
+            // at the first read after the handshake: here.
+            #[cfg(feature = "tls")]
+            WsError::Io(e) if is_tls(&e) => Error::Tls(crate::tls::Error::from_io(e)),
             WsError::Http(response) => Error::Refused {
                 status: response.status().as_u16(),
                 reason: response
@@ -225,12 +286,21 @@ fn handshake(
     }
 }
 
+/// Whether an I/O error carries a TLS error from the session's adapters.
+#[cfg(feature = "tls")]
+fn is_tls(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+}
+
 /// The socket as the handshake sees it: the first read collects the whole final response
 /// head (see [`handshake`]) and tungstenite gets it in one piece; frames the server sent
 /// right behind its 101 stay here for the connection instead of vanishing inside
 /// tungstenite's handshake buffer.
-struct HeadOnly<'a> {
+struct HeadOnly<'a, S> {
+    /// The socket, for its read timeout.
     stream: &'a TcpStream,
+    /// What is read and written: the socket itself, or a TLS session over it.
+    io: S,
     /// The connect deadline: a server that trickles its head byte by byte still ends by it.
     deadline: Instant,
     timeout: ReadTimeout,
@@ -238,7 +308,7 @@ struct HeadOnly<'a> {
     head: Option<handshake::FinalHead>,
 }
 
-impl HeadOnly<'_> {
+impl<S: Read + Write> HeadOnly<'_, S> {
     /// Reads until the final response head is complete, the deadline, or too many bytes.
     fn collect(&mut self) -> io::Result<handshake::FinalHead> {
         let mut collector = handshake::HeadCollector::default();
@@ -248,7 +318,7 @@ impl HeadOnly<'_> {
             // A signal interrupts a read under a timeout even with SA_RESTART. Ctrl-C's handler
             // ends dial itself before the connection is open, so the read only goes on (the
             // deadline still bounds it) rather than report a bogus handshake failure first.
-            let n = match (&*self.stream).read(&mut chunk) {
+            let n = match self.io.read(&mut chunk) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 read => read?,
             };
@@ -269,7 +339,7 @@ impl HeadOnly<'_> {
     }
 }
 
-impl Read for HeadOnly<'_> {
+impl<S: Read + Write> Read for HeadOnly<'_, S> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.head.is_none() {
             self.head = Some(self.collect()?);
@@ -284,17 +354,17 @@ impl Read for HeadOnly<'_> {
     }
 }
 
-impl Write for HeadOnly<'_> {
+impl<S: Read + Write> Write for HeadOnly<'_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            match (&*self.stream).write(buf) {
+            match self.io.write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 written => return written,
             }
         }
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.io.flush()
     }
 }
 
@@ -310,7 +380,7 @@ pub enum Incoming {
 /// The reading end: one thread calls [`Reader::recv`] in a loop.
 pub struct Reader {
     stream: Arc<TcpStream>,
-    link: Arc<Link<DeadlineWriter>>,
+    link: Arc<Link<AnyTransport>>,
     buf: ReadBuf,
     queue: VecDeque<Message>,
     close: Option<Option<CloseFrame>>,
@@ -458,7 +528,7 @@ const BUSY_POLL: Duration = Duration::from_millis(10);
 /// Queues the messages the session's input completes; sends the Close a broken rule calls
 /// for (1002, 1007, 1009); writes out pongs and close replies.
 fn take_messages(
-    s: &mut Session<'_, DeadlineWriter>,
+    s: &mut Session<'_, AnyTransport>,
     queue: &mut VecDeque<Message>,
     close: &mut Option<Option<CloseFrame>>,
 ) -> Result<(), Error> {
@@ -502,7 +572,7 @@ fn lost(e: WsError) -> Error {
 /// The writing end; any thread may send through a clone.
 #[derive(Clone)]
 pub struct Writer {
-    link: Arc<Link<DeadlineWriter>>,
+    link: Arc<Link<AnyTransport>>,
     /// Whether the reader holds bytes it could not hand over because a writer had the lock.
     reader_turn: Arc<ReaderTurn>,
     /// The socket itself, for [`Writer::cut`]: the link's lock may be held by a blocked write.
@@ -527,15 +597,19 @@ impl Writer {
     }
 
     /// Starts the closing handshake; the reader sees the server's reply as [`Incoming::Closed`].
+    /// Over TLS, close_notify follows the Close: nothing more will be sent either way.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        self.link
+        let closed = self
+            .link
             .with(&[], |s| {
                 s.close(CloseFrame {
                     code,
                     reason: reason.to_owned().into(),
                 })
             })
-            .map_err(lost)
+            .map_err(lost);
+        self.link.goodbye();
+        closed
     }
 }
 

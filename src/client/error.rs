@@ -69,6 +69,9 @@ pub enum Error {
         /// Echoes received.
         received: u64,
     },
+    /// TLS failed: the handshake, the certificates, or the files for them.
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::Error),
     /// A local I/O error.
     Io(io::Error),
 }
@@ -90,6 +93,13 @@ impl Error {
             // gateway that is overloaded or restarting (wsecho's own 503 at --max-conns).
             Error::Refused { status, .. } => *status >= 500,
             Error::Proxy(e) => e.will_heal(),
+            // A server that is restarting may cut the handshake or not answer in time; a
+            // certificate it does not trust, or one we do not, stays that way.
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => matches!(
+                e,
+                crate::tls::Error::Closed | crate::tls::Error::TimedOut | crate::tls::Error::Io(_)
+            ),
             Error::ClosedByServer(Some(frame)) => is_restart(frame.code),
             Error::ClosedByServer(None)
             | Error::Target(_)
@@ -159,6 +169,8 @@ impl fmt::Display for Error {
                 "{} of {sent} probes got no echo",
                 sent.saturating_sub(*received)
             ),
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => write!(f, "TLS: {e}"),
             Error::Io(e) => write!(f, "{e}"),
         }
     }

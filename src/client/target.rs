@@ -1,4 +1,4 @@
-//! Where to connect: `HOST:PORT` or a `ws://` URL, and the upgrade request to send.
+//! Where to connect: `HOST:PORT` or a `ws://` / `wss://` URL, and the upgrade request to send.
 
 use std::fmt;
 use tungstenite::client::IntoClientRequest;
@@ -52,14 +52,17 @@ impl Target {
         Target::from_url(&format!("ws://{addr}/echo"))
     }
 
-    /// A `ws://host[:port][/path][?query]` URL.
+    /// A `ws://host[:port][/path][?query]` URL, or `wss://` (TLS, port 443 by default).
     pub fn from_url(url: &str) -> Result<Target, TargetError> {
         let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        match scheme.as_deref() {
-            Some("ws") => {}
+        let (scheme, default_port) = match scheme.as_deref() {
+            Some("ws") => ("ws", 80),
+            #[cfg(feature = "tls")]
+            Some("wss") => ("wss", 443),
+            #[cfg(not(feature = "tls"))]
             Some("wss") => {
                 return Err(TargetError::Other(format!(
-                    "cannot dial {url}: wss:// (TLS) is not supported yet; use a ws:// URL"
+                    "cannot dial {url}: this wsecho was built without TLS (the cargo feature tls); use a ws:// URL"
                 )));
             }
             Some(other) => {
@@ -70,7 +73,7 @@ impl Target {
             None => {
                 return Err(TargetError::NotUrl(url.to_string()));
             }
-        }
+        };
         let uri: Uri = url
             .parse()
             .map_err(|e| TargetError::Other(format!("cannot dial '{url}': malformed URL ({e})")))?;
@@ -91,14 +94,19 @@ impl Target {
                     )));
                 }
             },
-            _ => 80,
+            _ => default_port,
         };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         Ok(Target {
-            url: format!("ws://{authority}{path}"),
+            url: format!("{scheme}://{authority}{path}"),
             host,
             port,
         })
+    }
+
+    /// Whether the connection runs over TLS (a `wss://` URL).
+    pub fn secure(&self) -> bool {
+        self.url.starts_with("wss://")
     }
 
     /// The upgrade request: tungstenite's standard headers plus the user's.
@@ -142,7 +150,6 @@ mod tests {
     #[test]
     fn bad_targets_say_what_to_fix() {
         for (bad, says) in [
-            ("wss://h/echo", "not supported yet"),
             ("http://h/echo", "unsupported scheme 'http'"),
             ("localhost:8080", "not a URL"),
             ("ws://", "malformed URL"),
@@ -153,5 +160,14 @@ mod tests {
             assert!(e.to_string().contains(says), "{bad}: {e}");
         }
         assert!(Target::from_addr("ws://h:1").is_err());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn wss_urls_default_to_port_443() {
+        let t = Target::from_url("WSS://example.com/x").unwrap();
+        assert_eq!((t.url.as_str(), t.port), ("wss://example.com/x", 443));
+        assert!(t.secure());
+        assert!(!Target::from_url("ws://h/").unwrap().secure());
     }
 }

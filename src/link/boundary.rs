@@ -22,7 +22,7 @@ const MAX_HEADER: usize = 14;
 /// parser: only so that [`Session::renew`](super::Session::renew) knows when the context
 /// holds nothing in flight.
 #[derive(Default)]
-pub(super) struct Boundary {
+pub(crate) struct Boundary {
     /// Payload bytes of the current frame still to come.
     payload_left: u64,
     /// The start of a frame header split across reads.
@@ -36,7 +36,7 @@ pub(super) struct Boundary {
 
 impl Boundary {
     /// Follows `input`, the next bytes the context is fed.
-    pub(super) fn feed(&mut self, mut input: &[u8]) {
+    pub(crate) fn feed(&mut self, mut input: &[u8]) {
         while !input.is_empty() && !self.lost {
             if self.payload_left > 0 {
                 let take = self.payload_left.min(input.len() as u64) as usize;
@@ -67,7 +67,7 @@ impl Boundary {
     }
 
     /// Between frames and outside any fragmented message.
-    pub(super) fn at_rest(&self) -> bool {
+    pub(crate) fn at_rest(&self) -> bool {
         !self.lost && self.payload_left == 0 && self.header_len == 0 && !self.fragmented
     }
 }

@@ -15,12 +15,13 @@
 //!   [`Link::with`]. Writes leave through a [`DeadlineWriter`], which bounds how long a peer
 //!   that reads slowly may hold a write. [`close_gently`] ends a socket after a final answer.
 //!
-//! The two meet in one place, the `Wire` adapter (`wire.rs`): what the context reads from (the
-//! reader's bytes) and writes to (the transport's writer) while the lock is held. Plain TCP
-//! passes bytes straight through. TLS slots in there without touching the echo loop or the
-//! select loop: the reader still reads raw bytes outside the lock, and the wire gains a
-//! decrypting step before bytes reach the context and an encrypting one after it (rustls is,
-//! like the context, a state machine fed with bytes).
+//! The two meet in one place, the [`Transport`] and its wire (`wire.rs`): what the context
+//! reads from (the reader's bytes) and writes to (the transport's writer) while the lock is
+//! held. Plain TCP passes bytes straight through. TLS slots in there without touching the echo
+//! loop or the select loop: the reader still reads raw bytes outside the lock, and the wire
+//! gains a decrypting step before bytes reach the context and an encrypting one after it
+//! (rustls is, like the context, a state machine fed with bytes). The link is generic over the
+//! transport, so plain TCP pays nothing for TLS.
 
 mod boundary;
 mod close;
@@ -35,6 +36,11 @@ pub(crate) use deadline::DeadlineWriter;
 pub(crate) use read_buf::ReadBuf;
 pub(crate) use session::{Link, Session};
 pub(crate) use timeout::ReadTimeout;
+#[cfg(feature = "tls")]
+pub(crate) use timeout::UntilDeadline;
+#[cfg(feature = "tls")]
+pub(crate) use wire::TlsTransport;
+pub(crate) use wire::{AnyTransport, Transport};
 
 use tungstenite::protocol::WebSocketConfig;
 

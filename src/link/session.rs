@@ -2,8 +2,8 @@
 //! frame boundary, behind one mutex; [`Session`] is the connection while that lock is held.
 
 use super::boundary::Boundary;
-use super::wire::Wire;
-use std::io::{self, Write};
+use super::wire::{AtRest, Transport};
+use std::io;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
@@ -15,7 +15,7 @@ use tungstenite::{Bytes, Error, Message};
 const FRAGMENT: usize = 64 * 1024;
 
 /// The protocol state and the writing half of one connection, shared by every thread that
-/// may send on it.
+/// may send on it. `W` is the transport: plain TCP's writer, or TLS (see `wire.rs`).
 pub(crate) struct Link<W> {
     inner: Mutex<Inner<W>>,
 }
@@ -27,7 +27,7 @@ struct Inner<W> {
     boundary: Boundary,
 }
 
-impl<W: Write> Link<W> {
+impl<W: Transport> Link<W> {
     pub(crate) fn new(ctx: WebSocketContext, role: Role, writer: W) -> Self {
         let boundary = Boundary::default();
         Link {
@@ -65,9 +65,21 @@ impl<W: Write> Link<W> {
         };
         Some(run(&mut guard, input, f))
     }
+
+    /// Tells the peer, below the WebSocket layer, that nothing more will come (TLS
+    /// close_notify), once the connection is over. Nothing at all for plain TCP.
+    pub(crate) fn goodbye(&self) {
+        if W::SAYS_GOODBYE {
+            self.inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .writer
+                .goodbye();
+        }
+    }
 }
 
-fn run<W: Write, T>(
+fn run<W: Transport, T>(
     guard: &mut MutexGuard<'_, Inner<W>>,
     input: &[u8],
     f: impl FnOnce(&mut Session<'_, W>) -> T,
@@ -78,24 +90,21 @@ fn run<W: Write, T>(
         writer,
         boundary,
     } = &mut **guard;
-    boundary.feed(input);
     f(&mut Session {
         ctx,
         role: *role,
-        boundary,
-        wire: Wire { input, writer },
+        wire: writer.wire(input, boundary),
     })
 }
 
 /// The connection while its lock is held: read the messages in the input, send, close.
-pub(crate) struct Session<'a, W> {
+pub(crate) struct Session<'a, W: Transport + 'a> {
     ctx: &'a mut WebSocketContext,
     role: Role,
-    boundary: &'a Boundary,
-    wire: Wire<'a, W>,
+    wire: W::Wire<'a>,
 }
 
-impl<W: Write> Session<'_, W> {
+impl<W: Transport> Session<'_, W> {
     /// The next complete message in the input, or `None` once the input is used up and the
     /// reader must fetch more bytes. Pongs and close replies the context queued are sent here.
     pub(crate) fn next_message(&mut self) -> Result<Option<Message>, Error> {
@@ -131,7 +140,7 @@ impl<W: Write> Session<'_, W> {
     /// grew to for the largest message ever seen; this is how a connection that echoed
     /// 16 MiB gives that memory back once it goes quiet. Returns whether it did.
     pub(crate) fn renew(&mut self) -> bool {
-        if !self.boundary.at_rest() || !self.ctx.can_write() {
+        if !self.wire.at_rest() || !self.ctx.can_write() {
             return false;
         }
         let config = *self.ctx.get_config();
@@ -239,9 +248,10 @@ mod tests {
         });
         let wire = link.inner.lock().unwrap().writer.clone();
         let mut reader = WebSocketContext::new(Role::Client, None);
-        let mut from = Wire {
+        let mut from = super::super::wire::Wire {
             input: &wire,
             writer: &mut Vec::new(),
+            boundary: &Boundary::default(),
         };
         assert_eq!(reader.read(&mut from).unwrap(), Message::binary(big));
         assert_eq!(wire[0], 0x02, "first frame: binary, not final");

@@ -39,3 +39,53 @@ impl ReadTimeout {
         self.set(stream, left)
     }
 }
+
+/// A socket that one thread reads before the connection is split, every read bounded by one
+/// deadline for the whole exchange. A TLS session reads the socket as often as a record needs
+/// (a peer may trickle one byte at a time), so the deadline is set again before each read.
+#[cfg(feature = "tls")]
+pub(crate) struct UntilDeadline<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+    timeout: ReadTimeout,
+}
+
+#[cfg(feature = "tls")]
+impl<'a> UntilDeadline<'a> {
+    pub(crate) fn new(stream: &'a TcpStream, deadline: Instant) -> Self {
+        UntilDeadline {
+            stream,
+            deadline,
+            timeout: ReadTimeout::new(),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl io::Read for UntilDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.timeout.until(self.stream, self.deadline)?;
+            match (&*self.stream).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                read => return read,
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl io::Write for UntilDeadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match (&*self.stream).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                written => return written,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -19,6 +19,10 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// The deadlines and caps that keep one peer from holding the server.
     pub limits: Limits,
+    /// Serve https and wss with this certificate and key (and, optionally, require client
+    /// certificates) instead of plain http and ws.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ServerFiles>,
 }
 
 /// Deadlines and caps; each one bounds a way a peer could hold a thread or memory.
@@ -54,6 +58,8 @@ impl Default for Config {
             grace: Duration::from_secs(2),
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use super::config::Limits;
 use super::tracker::{Ticket, Tracker, going_away};
-use crate::link::{DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
+use crate::link::{Link, ReadBuf, ReadTimeout, Session, Transport};
 use crate::log::{Log, Printable};
 use std::io;
 use std::net::TcpStream;
@@ -32,8 +32,13 @@ const BIG_MESSAGE: usize = 64 * 1024;
 const QUIET: Duration = Duration::from_secs(1);
 
 /// One upgraded connection and what its loop needs.
-pub(crate) struct Conn<'a> {
+pub(crate) struct Conn<'a, W> {
+    /// The socket the loop reads, outside the link's lock.
     pub(crate) stream: Arc<TcpStream>,
+    /// The writing half: plain TCP's writer, or TLS.
+    pub(crate) transport: W,
+    /// The subject of the certificate the client presented (mutual TLS), for the log.
+    pub(crate) subject: Option<String>,
     pub(crate) ctx: WebSocketContext,
     /// Bytes that came behind the upgrade request: the loop's first input.
     pub(crate) early: Vec<u8>,
@@ -56,9 +61,11 @@ enum End {
 }
 
 /// Runs the echo loop until the connection ends, then logs how it ended.
-pub(crate) fn serve(conn: Conn<'_>) {
+pub(crate) fn serve<W: Transport + Send + 'static>(conn: Conn<'_, W>) {
     let Conn {
         stream,
+        transport,
+        subject,
         ctx,
         early,
         peer,
@@ -68,9 +75,12 @@ pub(crate) fn serve(conn: Conn<'_>) {
         tracker,
         ticket,
     } = conn;
-    let link = Arc::new(Link::new(ctx, Role::Server, DeadlineWriter(stream.clone())));
+    let link = Arc::new(Link::new(ctx, Role::Server, transport));
     ticket.register(link.clone());
-    log.line(format_args!("open {peer}"));
+    match subject {
+        Some(subject) => log.line(format_args!("open {peer} ({})", Printable(&subject))),
+        None => log.line(format_args!("open {peer}")),
+    }
     let mut echo = Echo {
         stream: &stream,
         link: &link,
@@ -85,6 +95,7 @@ pub(crate) fn serve(conn: Conn<'_>) {
     if matches!(end, End::ClosedByServer(..) | End::Closed(_)) && !echo.hung_up {
         // Our Close (or our reply to the peer's) is written; let the peer read it rather than
         // a reset, should it have sent more behind its Close.
+        link.goodbye();
         crate::link::close_gently(&stream);
     }
     match end {
@@ -105,9 +116,9 @@ pub(crate) fn serve(conn: Conn<'_>) {
     }
 }
 
-struct Echo<'a> {
+struct Echo<'a, W> {
     stream: &'a TcpStream,
-    link: &'a Link<DeadlineWriter>,
+    link: &'a Link<W>,
     limits: &'a Limits,
     /// `None` when the per-message log is off.
     log: Option<&'a Log>,
@@ -137,7 +148,7 @@ enum Wait {
     Closing,
 }
 
-impl Echo<'_> {
+impl<W: Transport> Echo<'_, W> {
     fn run(&mut self, early: Vec<u8>) -> End {
         if !early.is_empty() {
             let link = self.link;
@@ -228,7 +239,7 @@ impl Echo<'_> {
     }
 
     /// Echoes every complete message in the input, then writes all of it out in one go.
-    fn turn(&mut self, session: &mut Session<'_, DeadlineWriter>) -> Turn {
+    fn turn(&mut self, session: &mut Session<'_, W>) -> Turn {
         loop {
             match session.next_message() {
                 Ok(Some(message @ (Message::Text(_) | Message::Binary(_)))) => {
@@ -262,7 +273,7 @@ impl Echo<'_> {
     }
 
     /// Pings a quiet peer; what it answers (anything) proves it is still there.
-    fn ping(&self, session: &mut Session<'_, DeadlineWriter>) -> Turn {
+    fn ping(&self, session: &mut Session<'_, W>) -> Turn {
         if !session.can_write() {
             return Turn::Continue;
         }
@@ -277,7 +288,7 @@ impl Echo<'_> {
 
     /// Turns a tungstenite error into the end it means: the closing handshake completing,
     /// or a Close with the code the peer earned.
-    fn error_turn(&self, session: &mut Session<'_, DeadlineWriter>, e: WsError) -> Turn {
+    fn error_turn(&self, session: &mut Session<'_, W>, e: WsError) -> Turn {
         let (code, why) = match e {
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 return Turn::Ended(End::Closed(self.peer_close.clone().flatten()));

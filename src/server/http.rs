@@ -87,9 +87,12 @@ impl HeadError {
     }
 }
 
-/// Reads until a complete head, the `deadline`, or `max` bytes, whichever comes first.
+/// Reads from `source` until a complete head, the `deadline`, or `max` bytes, whichever comes
+/// first. `stream` is the socket under `source` (itself for plain TCP; under TLS, `source`
+/// decrypts what it reads), whose read timeout keeps the deadline.
 pub(crate) fn read_head(
     stream: &TcpStream,
+    mut source: impl Read,
     deadline: Instant,
     max: usize,
 ) -> Result<Head, HeadError> {
@@ -107,7 +110,7 @@ pub(crate) fn read_head(
             Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(HeadError::TimedOut),
             Err(_) => return Err(HeadError::Closed),
         }
-        let n = match (&*stream).read(&mut buf[filled..]) {
+        let n = match source.read(&mut buf[filled..]) {
             Ok(0) => return Err(HeadError::Closed),
             Ok(n) => n,
             Err(e)
@@ -320,7 +323,7 @@ impl Reply {
     }
 
     /// Writes the whole answer in one write; a peer that is gone is no error worth reporting.
-    pub(crate) fn send(&self, mut stream: &TcpStream) {
+    pub(crate) fn send(&self, mut stream: impl Write) {
         let mut out = Vec::with_capacity(256 + self.body.len());
         let _ = write!(
             out,

@@ -22,14 +22,16 @@ mod workers;
 
 pub use config::{Config, Limits};
 
+use crate::link::DeadlineWriter;
 use crate::log::Log;
 use std::fmt;
-use std::io::{self, ErrorKind};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use tracker::Tracker;
+use tungstenite::protocol::WebSocketContext;
 
 /// Stack for each connection thread. Measured: a release build passes the whole Autobahn
 /// server suite (16 MiB messages, fragmentation, every failure path) with 16 KiB stacks, and
@@ -56,6 +58,9 @@ pub enum Error {
         /// What the OS said.
         source: io::Error,
     },
+    /// The TLS certificate, key or client authorities could not be used.
+    #[cfg(feature = "tls")]
+    Tls(crate::tls::Error),
 }
 
 impl fmt::Display for Error {
@@ -76,6 +81,8 @@ impl fmt::Display for Error {
                 };
                 write!(f, "cannot listen on {addr}: {source}{hint}")
             }
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => write!(f, "cannot serve TLS: {e}"),
         }
     }
 }
@@ -96,6 +103,9 @@ struct Shared {
     tracker: Arc<Tracker>,
     policy: upgrade::Policy,
     trusted: forwarded::TrustedProxies,
+    /// Set when the server speaks TLS (https and wss) instead of plain http and ws.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
 }
 
 /// Stops a running server from another thread (a signal handler, a test).
@@ -120,6 +130,12 @@ impl Server {
     /// anything else starts.
     pub fn bind(config: Config, log: Log) -> Result<Server, Error> {
         use std::net::ToSocketAddrs;
+        // The files first: a bad certificate should not have taken the port.
+        #[cfg(feature = "tls")]
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::ServerTls::new(files).map_err(Error::Tls)?),
+            None => None,
+        };
         let mut addrs: Vec<SocketAddr> = config
             .addr
             .to_socket_addrs()
@@ -146,6 +162,8 @@ impl Server {
             tracker: Arc::new(Tracker::new()),
             policy,
             trusted,
+            #[cfg(feature = "tls")]
+            tls,
         };
         Ok(Server {
             listener,
@@ -158,6 +176,21 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The handle that reloads the TLS certificate and key (on SIGHUP); `None` without TLS.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<crate::tls::ServerTls> {
+        self.shared.tls.clone()
+    }
+
+    /// Whether this server speaks TLS.
+    fn scheme(&self) -> &'static str {
+        #[cfg(feature = "tls")]
+        if self.shared.tls.is_some() {
+            return "https";
+        }
+        "http"
     }
 
     /// The handle that stops this server.
@@ -181,7 +214,8 @@ impl Server {
     pub fn run(self) -> usize {
         let shared = &self.shared;
         shared.log.line(format_args!(
-            "listening on http://{} (max {} connections)",
+            "listening on {}://{} (max {} connections)",
+            self.scheme(),
             self.local_addr(),
             shared.max_conns
         ));
@@ -242,7 +276,8 @@ fn accept(
     }
 }
 
-/// One connection, from the first byte of its request to its last frame.
+/// One connection, from the first byte of its request (or of its TLS handshake) to its last
+/// frame.
 fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tracker::Ticket) {
     let limits = &shared.config.limits;
     let deadline = Instant::now() + limits.handshake_timeout;
@@ -253,59 +288,20 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
     {
         return;
     }
-    let head = match http::read_head(&stream, deadline, limits.max_head) {
-        Ok(head) => head,
-        Err(e) => {
-            if let Some(reply) = e.reply() {
-                reply.send(&stream);
-                crate::link::close_gently(&stream);
-            }
-            return;
-        }
-    };
-    let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
-    let Some(request) = head.parse(&mut headers) else {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.tls {
+        return handle_tls(shared, tls, stream, peer, ticket, deadline);
+    }
+    let Some((ctx, early, peer)) = front(shared, &stream, &mut &*stream, peer, deadline) else {
         return;
     };
-    let request = match http::route(request) {
-        http::Route::Reply(reply) => {
-            reply.send(&stream);
-            crate::link::close_gently(&stream);
-            return;
-        }
-        http::Route::Upgrade(request) => request,
-    };
-    let peer = forwarded::Peer {
-        addr: peer,
-        client: shared.trusted.client(peer.ip(), &request),
-    };
-    let ctx = match upgrade::accept(&stream, &request, &shared.policy, limits) {
-        Ok(ctx) => ctx,
-        Err(Some(reply)) => {
-            shared.log.line(format_args!(
-                "refused {peer}: {} {}",
-                reply.status,
-                reply.detail()
-            ));
-            reply.send(&stream);
-            crate::link::close_gently(&stream);
-            return;
-        }
-        Err(None) => return,
-    };
-    // A client may send its first frames right behind the request, before our 101.
-    let early = head.rest().to_vec();
-    drop(head);
-    // The same value by default: then the handshake's setting stands (one syscall less).
-    if limits.write_timeout != limits.handshake_timeout
-        && stream
-            .set_write_timeout(Some(limits.write_timeout))
-            .is_err()
-    {
+    if !echo_timeouts(&stream, limits) {
         return;
     }
     echo::serve(echo::Conn {
+        transport: DeadlineWriter(stream.clone()),
         stream,
+        subject: None,
         ctx,
         early,
         peer,
@@ -315,6 +311,162 @@ fn handle(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: tra
         tracker: &shared.tracker,
         ticket: &ticket,
     });
+}
+
+/// One TLS connection: the handshake (within the handshake deadline, on this thread), then
+/// the same front door and echo loop as plain TCP, over the session.
+#[cfg(feature = "tls")]
+fn handle_tls(
+    shared: &Shared,
+    tls: &crate::tls::ServerTls,
+    stream: Arc<TcpStream>,
+    peer: SocketAddr,
+    ticket: tracker::Ticket,
+    deadline: Instant,
+) {
+    use crate::link::{TlsTransport, UntilDeadline};
+    use crate::tls::{Error as TlsError, Session};
+    let limits = &shared.config.limits;
+    let Ok(mut session) = Session::server(tls.config()) else {
+        return;
+    };
+    match session.handshake(&stream, deadline) {
+        Ok(()) => {}
+        Err(TlsError::NotTls) => {
+            // As nginx does: an answer the client can read, rather than a silent close.
+            http::Reply::text(
+                400,
+                "Bad Request",
+                "this port speaks TLS: use https:// or wss://\n",
+            )
+            .send(&*stream);
+            crate::link::close_gently(&stream);
+            return;
+        }
+        // A client that went away, or a port scan: nothing worth a line.
+        Err(TlsError::Closed) => return,
+        Err(e) => {
+            shared
+                .log
+                .line(format_args!("refused {peer}: TLS handshake: {e}"));
+            return;
+        }
+    }
+    let subject = session.peer_subject();
+    let front = {
+        let mut io = session.blocking(UntilDeadline::new(&stream, deadline));
+        front(shared, &stream, &mut io, peer, deadline)
+    };
+    let Some((ctx, mut early, peer)) = front else {
+        return;
+    };
+    session.take_plaintext(&mut early);
+    // The TLS handshake left what remained of its deadline as the write timeout: set the
+    // echo loop's own whatever its value.
+    if stream
+        .set_write_timeout(Some(limits.write_timeout))
+        .is_err()
+    {
+        return;
+    }
+    echo::serve(echo::Conn {
+        transport: TlsTransport {
+            session,
+            sink: DeadlineWriter(stream.clone()),
+        },
+        stream,
+        subject,
+        ctx,
+        early,
+        peer,
+        limits,
+        log: &shared.log,
+        quiet: shared.config.quiet,
+        tracker: &shared.tracker,
+        ticket: &ticket,
+    });
+}
+
+/// The connection before the upgrade, as one thread reads and writes it: the socket itself,
+/// or a TLS session over it.
+trait Front: Read + Write {
+    /// Says goodbye below HTTP before the socket closes (TLS close_notify).
+    fn goodbye(&mut self) {}
+}
+
+impl Front for &TcpStream {}
+
+#[cfg(feature = "tls")]
+impl<S: Read + Write> Front for crate::tls::Blocking<'_, S> {
+    fn goodbye(&mut self) {
+        let _ = self.send_close_notify();
+    }
+}
+
+/// The front door over `io`: the request head, the route, the upgrade. Returns the protocol
+/// state, the bytes that came behind the request and the peer as the log names it (the
+/// client behind a trusted proxy), or `None` once the connection has had its answer (or its
+/// peer is gone).
+fn front(
+    shared: &Shared,
+    stream: &TcpStream,
+    io: &mut impl Front,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<(WebSocketContext, Vec<u8>, forwarded::Peer)> {
+    let limits = &shared.config.limits;
+    let head = match http::read_head(stream, &mut *io, deadline, limits.max_head) {
+        Ok(head) => head,
+        Err(e) => {
+            if let Some(reply) = e.reply() {
+                finish(stream, io, &reply);
+            }
+            return None;
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let request = head.parse(&mut headers)?;
+    let request = match http::route(request) {
+        http::Route::Reply(reply) => {
+            finish(stream, io, &reply);
+            return None;
+        }
+        http::Route::Upgrade(request) => request,
+    };
+    let peer = forwarded::Peer {
+        addr: peer,
+        client: shared.trusted.client(peer.ip(), &request),
+    };
+    let ctx = match upgrade::accept(&mut *io, &request, &shared.policy, limits) {
+        Ok(ctx) => ctx,
+        Err(Some(reply)) => {
+            shared.log.line(format_args!(
+                "refused {peer}: {} {}",
+                reply.status,
+                reply.detail()
+            ));
+            finish(stream, io, &reply);
+            return None;
+        }
+        Err(None) => return None,
+    };
+    // A client may send its first frames right behind the request, before our 101.
+    Some((ctx, head.rest().to_vec(), peer))
+}
+
+/// Sends a final answer and closes the connection gently.
+fn finish(stream: &TcpStream, io: &mut impl Front, reply: &http::Reply) {
+    reply.send(&mut *io);
+    io.goodbye();
+    crate::link::close_gently(stream);
+}
+
+/// The echo loop's write timeout, when it differs from the handshake's (by default it is the
+/// same value, and the handshake's setting stands: one syscall less). False if the socket
+/// failed.
+fn echo_timeouts(stream: &TcpStream, limits: &Limits) -> bool {
+    limits.write_timeout == limits.handshake_timeout
+        || stream.set_write_timeout(Some(limits.write_timeout)).is_ok()
 }
 
 /// Default connection cap: what the open-files limit (raised to its hard limit) allows,

@@ -5,7 +5,7 @@
 //! A WebSocket connection registers its [`Link`] on its ticket, which is how the stopping
 //! thread can send each one a Close 1001 while its own thread is blocked reading.
 
-use crate::link::{DeadlineWriter, Link};
+use crate::link::{Link, Transport};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -17,7 +17,23 @@ use tungstenite::protocol::frame::coding::CloseCode;
 /// other: admission is one atomic, and a connection locks only its own shard of the registry.
 const SHARDS: usize = 16;
 
-type Shard = Mutex<HashMap<u64, Arc<Link<DeadlineWriter>>>>;
+type Shard = Mutex<HashMap<u64, Arc<dyn Farewell>>>;
+
+/// A registered connection, plain or TLS, as the goodbye sees it.
+pub(crate) trait Farewell: Send + Sync {
+    /// Sends Close 1001 unless the connection is busy (its lock held) or already closing.
+    fn say_goodbye(&self);
+}
+
+impl<W: Transport + Send> Farewell for Link<W> {
+    fn say_goodbye(&self) {
+        self.try_with(&[], |session| {
+            if session.can_write() {
+                let _ = session.close(going_away());
+            }
+        });
+    }
+}
 
 pub(crate) struct Tracker {
     open: AtomicUsize,
@@ -94,17 +110,13 @@ impl Tracker {
     /// `stopping` set too (the stop is flagged first, and registration and this read take the
     /// same shard lock).
     pub(crate) fn say_goodbye(&self) {
-        let links: Vec<Arc<Link<DeadlineWriter>>> = self
+        let links: Vec<Arc<dyn Farewell>> = self
             .shards
             .iter()
             .flat_map(|shard| lock(shard).values().cloned().collect::<Vec<_>>())
             .collect();
         for link in links {
-            link.try_with(&[], |session| {
-                if session.can_write() {
-                    let _ = session.close(going_away());
-                }
-            });
+            link.say_goodbye();
         }
     }
 
@@ -136,7 +148,7 @@ impl Tracker {
 
 impl Ticket {
     /// Makes the connection reachable for the goodbye at shutdown.
-    pub(crate) fn register(&self, link: Arc<Link<DeadlineWriter>>) {
+    pub(crate) fn register(&self, link: Arc<dyn Farewell>) {
         lock(self.tracker.shard(self.id)).insert(self.id, link);
     }
 }

@@ -13,7 +13,6 @@
 use super::config::Limits;
 use super::http::{Reply, header, header_tokens};
 use std::io::Write;
-use std::net::TcpStream;
 use tungstenite::handshake::server::{Request, Response, create_response, write_response};
 use tungstenite::http::{HeaderValue, Version};
 use tungstenite::protocol::{Role, WebSocketContext};
@@ -61,7 +60,7 @@ fn origin_host(origin: &str) -> Option<&str> {
 /// Bytes that came behind the request are the echo loop's first input, not the context's, so
 /// that they go through the same path (and bookkeeping) as every later read.
 pub(crate) fn accept(
-    mut stream: &TcpStream,
+    mut stream: impl Write,
     request: &httparse::Request<'_, '_>,
     policy: &Policy,
     limits: &Limits,

@@ -137,6 +137,16 @@ impl Session {
         self.write_pending(sink)
     }
 
+    /// Moves the plaintext rustls already decrypted onto `out`: what came behind a request or
+    /// response head that the head's reader did not take. Once the connection is split, only
+    /// new bytes from the socket start a turn, so nothing may be left waiting in here.
+    pub fn take_plaintext(&mut self, out: &mut Vec<u8>) {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = self.conn.reader().read(&mut chunk) {
+            out.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Whether rustls has records queued for the peer.
     pub fn wants_write(&self) -> bool {
         self.conn.wants_write()
@@ -318,6 +328,13 @@ impl<W: Write> Drop for Stream<'_, W> {
 pub struct Blocking<'a, S: Read + Write> {
     session: &'a mut Session,
     socket: S,
+}
+
+impl<S: Read + Write> Blocking<'_, S> {
+    /// Tells the peer we will send nothing more (TLS close_notify) and writes it out.
+    pub fn send_close_notify(&mut self) -> io::Result<()> {
+        self.session.send_close_notify(&mut self.socket)
+    }
 }
 
 impl<S: Read + Write> Read for Blocking<'_, S> {

@@ -894,12 +894,6 @@ fn http_scheme_is_refused_clearly() {
 }
 
 #[test]
-fn wss_scheme_is_refused_as_unsupported() {
-    let done = run_dial(&["wss://127.0.0.1:1/echo"]);
-    assert_fails_with(&done, &["wss://", "not supported"]);
-}
-
-#[test]
 fn malformed_url_is_refused() {
     let done = run_dial(&["ws://a b/echo"]);
     assert_fails_with(&done, &["malformed URL"]);

@@ -23,3 +23,5 @@ mod reconnect;
 mod robustness;
 mod serve;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;

@@ -184,6 +184,26 @@ fn an_http_proxy_carries_every_echo_through_its_tunnel() {
     );
 }
 
+/// TLS runs inside the tunnel: the proxy sees only the CONNECT, the server the TLS session.
+#[cfg(feature = "tls")]
+#[test]
+fn wss_runs_inside_an_http_proxys_tunnel_and_a_socks5_one() {
+    let c = crate::tls::certs();
+    let server = crate::tls::serve_tls(&c.server_ec_chain, &c.server_ec_key, &[]);
+    let url = format!("wss://localhost:{}/echo", server.port);
+    let ca = c.ca.to_str().expect("UTF-8 path");
+    let http = tinyproxy("");
+    let via = proxy_url("http", &http);
+    assert_echoed(&dial(&url, &["--proxy", &via, "--ca", ca], &[]), Some(&via));
+    wait_for_log(
+        &http,
+        &format!("CONNECT localhost:{} HTTP/1.1", server.port),
+    );
+    let socks = microsocks(&[]);
+    let via = proxy_url("socks5h", &socks);
+    assert_echoed(&dial(&url, &["--proxy", &via, "--ca", ca], &[]), Some(&via));
+}
+
 #[test]
 fn basic_credentials_from_the_proxy_url_are_percent_decoded_and_never_printed() {
     let server = serve();
