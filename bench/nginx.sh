@@ -18,7 +18,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 wsecho="$root/target/release/wsecho"
-loadgen="$root/target/release/loadgen"
+loadgen="${LOADGEN:-$root/target/release/loadgen}"
 rounds=5 secs=3 tls=1
 while (($#)); do
     case "$1" in
