@@ -6,6 +6,7 @@
 #
 #   cargo build --release --workspace
 #   bash bench/nginx.sh [--rounds 5] [--secs 3] [--plain]
+#   (LOADGEN=PATH: another loadgen build than target/release/loadgen)
 #
 # Default: TLS everywhere the client goes, as users run it: loadgen speaks wss:// (TLS 1.3,
 # AES-128-GCM, a full handshake each time) to nginx, which ends TLS and speaks plain HTTP to
