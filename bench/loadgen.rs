@@ -7,10 +7,13 @@
 //! $L handshakes --concurrency 16 [--secs 3 | --count N] [--pid P] ws://127.0.0.1:8080/echo
 //! $L idle --conns 2000 [--big 4] [--settle 1] --pid P ws://127.0.0.1:8080/echo
 //! $L compare [--rounds 5] [--secs 3] [--idle-conns 2000] [--big 4] [--wsecho PATH] [--go PATH]
-//!            [--only small,large,handshake,idle]
+//!            [--only small,large,handshake,idle] [--tls]
+//! $L certs DIR                            # a test CA and an ECDSA P-256 server certificate
 //! $L wait PORT                            # until something listens on PORT (no connection made)
 //! ```
-//! A `tcp://HOST:PORT` URL speaks raw TCP (no framing) to a byte-echo server.
+//! A `tcp://HOST:PORT` URL speaks raw TCP (no framing) to a byte-echo server; a
+//! `wss://HOST:PORT/PATH` URL speaks TLS 1.3 with AES-128-GCM only, trusting `--ca FILE`
+//! (pingpong, handshakes, idle), a full handshake every time (see bench/tls.rs).
 //!
 //! - pingpong: every connection sends one message (text, or binary with `--binary`), waits for
 //!   its echo and checks it byte for byte and by type, then the next (`--count` is per
@@ -24,10 +27,13 @@
 //!   default and a 4 KiB read buffer, the Go original, the raw TCP echo), runs the scenarios in
 //!   interleaved rounds (the server order rotates each round) and prints medians. The idle
 //!   scenario gets a fresh process of each server: memory that earlier scenarios freed but the
-//!   allocator kept would otherwise absorb the new connections.
+//!   allocator kept would otherwise absorb the new connections. With `--tls`: the same over
+//!   wss:// (wsecho `serve --tls-cert --tls-key`, the reference with `--tls`, the Go original
+//!   with `-cert -key`, all with one fresh ECDSA P-256 certificate from openssl), without the
+//!   raw TCP column and the 16 MiB echo.
 //!
-//! With `--pid`, the server's CPU time (utime + stime from /proc/PID/stat) gives CPU µs per echo
-//! or handshake. The client frames messages itself (one pre-masked frame per connection, parsed
+//! With `--pid`, the server's CPU time (utime + stime from /proc/PID/stat: the task-clock of all
+//! its threads) gives CPU µs per echo or handshake. The client frames messages itself (one pre-masked frame per connection, parsed
 //! replies, no copies) after tungstenite's handshake, to keep its own CPU use low: it shares the
 //! machine's two cores with the server.
 
@@ -40,7 +46,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
+use tls::Stream;
 use tungstenite::protocol::WebSocketConfig;
+
+mod tls;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -54,11 +63,18 @@ fn main() -> ExitCode {
         Some("handshakes") => cmd_handshakes(args),
         Some("idle") => cmd_idle(args),
         Some("compare") => cmd_compare(args),
+        Some("certs") => args
+            .free_from_str::<PathBuf>()
+            .map_err(Into::into)
+            .and_then(|dir| tls::make_certs(&dir))
+            .map(|c| {
+                println!("CA {}, server {} (key {})", c.ca.display(), c.cert.display(), c.key.display())
+            }),
         Some("wait") => args
             .free_from_str()
             .map_err(Into::into)
             .and_then(|port| wait_listening(port, Duration::from_secs(60))),
-        _ => Err("usage: loadgen pingpong|handshakes|idle|compare|wait ... (see the top of bench/loadgen.rs)".into()),
+        _ => Err("usage: loadgen pingpong|handshakes|idle|compare|certs|wait ... (see the top of bench/loadgen.rs)".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -93,8 +109,12 @@ fn cmd_pingpong(mut args: pico_args::Arguments) -> Res<()> {
     let binary = args.contains("--binary");
     let stop = stop_from(&mut args)?;
     let pid = args.opt_value_from_str("--pid")?;
-    let target = Target::parse(&args.free_from_str::<String>()?)?;
+    let ca: Option<PathBuf> = args.opt_value_from_str("--ca")?;
+    let target = Target::parse(&args.free_from_str::<String>()?, ca.as_deref())?;
     finish(args)?;
+    if target.tls.is_some() {
+        println!("TLS: {}", target.connect()?.describe());
+    }
     let load = pingpong(&target, conns, size, binary, stop, pid)?;
     let mb = load.ops as f64 * size as f64 / load.secs / 1e6;
     print!(
@@ -114,7 +134,8 @@ fn cmd_handshakes(mut args: pico_args::Arguments) -> Res<()> {
     let concurrency = args.opt_value_from_str("--concurrency")?.unwrap_or(16);
     let stop = stop_from(&mut args)?;
     let pid = args.opt_value_from_str("--pid")?;
-    let target = Target::parse(&args.free_from_str::<String>()?)?;
+    let ca: Option<PathBuf> = args.opt_value_from_str("--ca")?;
+    let target = Target::parse(&args.free_from_str::<String>()?, ca.as_deref())?;
     finish(args)?;
     let load = handshakes(&target, concurrency, stop, pid)?;
     print!(
@@ -135,7 +156,8 @@ fn cmd_idle(mut args: pico_args::Arguments) -> Res<()> {
     let big = args.opt_value_from_str("--big")?.unwrap_or(0);
     let settle = args.opt_value_from_str("--settle")?.unwrap_or(1.0);
     let pid = args.value_from_str("--pid")?;
-    let target = Target::parse(&args.free_from_str::<String>()?)?;
+    let ca: Option<PathBuf> = args.opt_value_from_str("--ca")?;
+    let target = Target::parse(&args.free_from_str::<String>()?, ca.as_deref())?;
     finish(args)?;
     let r = idle(&target, conns, big, Duration::from_secs_f64(settle), pid)?;
     let (b, o) = (r.before, r.open);
@@ -164,36 +186,59 @@ fn cmd_idle(mut args: pico_args::Arguments) -> Res<()> {
 
 // ---------------------------------------------------------------- targets and framing
 
-/// `ws://HOST:PORT/PATH` (WebSocket) or `tcp://HOST:PORT` (raw byte echo).
+/// `ws://HOST:PORT/PATH` (WebSocket), `wss://HOST:PORT/PATH` (WebSocket over TLS, trusting
+/// the CA certificates of `--ca FILE`) or `tcp://HOST:PORT` (raw byte echo).
 #[derive(Clone)]
 struct Target {
     url: String,
     addr: String,
     raw: bool,
+    tls: Option<tls::Client>,
 }
 
 impl Target {
-    fn parse(url: &str) -> Res<Target> {
-        let (raw, rest) = if let Some(rest) = url.strip_prefix("ws://") {
-            (false, rest)
+    fn parse(url: &str, ca: Option<&Path>) -> Res<Target> {
+        let (raw, secure, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (false, false, rest)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (false, true, rest)
         } else if let Some(rest) = url.strip_prefix("tcp://") {
-            (true, rest)
+            (true, false, rest)
         } else {
-            return Err(format!("{url}: want ws://HOST:PORT/PATH or tcp://HOST:PORT").into());
+            return Err(format!(
+                "{url}: want ws://HOST:PORT/PATH, wss://HOST:PORT/PATH or tcp://HOST:PORT"
+            )
+            .into());
         };
         let addr = rest.split('/').next().unwrap_or_default().to_string();
+        let tls = match (secure, ca) {
+            (true, Some(ca)) => Some(tls::Client::new(&addr, ca)?),
+            (true, None) => return Err(format!("{url}: wss:// needs --ca FILE").into()),
+            (false, _) => None,
+        };
         Ok(Target {
             url: url.to_string(),
             addr,
             raw,
+            tls,
         })
+    }
+
+    /// A connected socket (TCP_NODELAY), wrapped in a TLS client for wss://; the TLS
+    /// handshake runs on its first write.
+    fn open(&self) -> io::Result<Stream> {
+        let stream = TcpStream::connect(&self.addr)?;
+        stream.set_nodelay(true)?;
+        match &self.tls {
+            Some(tls) => tls.wrap(stream),
+            None => Ok(Stream::Plain(stream)),
+        }
     }
 
     /// A connected socket, upgraded unless raw. The server sends nothing after its 101 until
     /// asked, so nothing is lost by dropping tungstenite's state here.
-    fn connect(&self) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(&self.addr)?;
-        stream.set_nodelay(true)?;
+    fn connect(&self) -> io::Result<Stream> {
+        let stream = self.open()?;
         if self.raw {
             return Ok(stream);
         }
@@ -254,7 +299,7 @@ impl FrameReader {
         }
     }
 
-    fn fill(&mut self, s: &mut TcpStream) -> io::Result<()> {
+    fn fill(&mut self, s: &mut impl Read) -> io::Result<()> {
         if self.pos == self.end {
             (self.pos, self.end) = (0, 0);
         } else if self.end == self.buf.len() {
@@ -270,7 +315,7 @@ impl FrameReader {
         }
     }
 
-    fn need(&mut self, s: &mut TcpStream, n: usize) -> io::Result<()> {
+    fn need(&mut self, s: &mut impl Read, n: usize) -> io::Result<()> {
         while self.end - self.pos < n {
             self.fill(s)?;
         }
@@ -278,7 +323,7 @@ impl FrameReader {
     }
 
     /// (fin, opcode, payload length) of the next frame; its payload follows.
-    fn header(&mut self, s: &mut TcpStream) -> io::Result<(bool, u8, u64)> {
+    fn header(&mut self, s: &mut impl Read) -> io::Result<(bool, u8, u64)> {
         self.need(s, 2)?;
         let (b0, b1) = (self.buf[self.pos], self.buf[self.pos + 1]);
         if b1 & 0x80 != 0 || b0 & 0x70 != 0 {
@@ -301,7 +346,7 @@ impl FrameReader {
     }
 
     /// Consumes `len` payload bytes, comparing them with `want` (if given) chunk by chunk.
-    fn payload(&mut self, s: &mut TcpStream, len: usize, want: Option<&[u8]>) -> io::Result<()> {
+    fn payload(&mut self, s: &mut impl Read, len: usize, want: Option<&[u8]>) -> io::Result<()> {
         let mut off = 0;
         while off < len {
             if self.pos == self.end {
@@ -319,7 +364,7 @@ impl FrameReader {
     }
 
     /// Reads one whole message (any fragmentation) and checks its type and bytes.
-    fn expect_message(&mut self, s: &mut TcpStream, opcode: u8, want: &[u8]) -> io::Result<()> {
+    fn expect_message(&mut self, s: &mut impl Read, opcode: u8, want: &[u8]) -> io::Result<()> {
         let mut off = 0;
         let mut first = true;
         loop {
@@ -354,19 +399,20 @@ impl FrameReader {
 }
 
 /// Sends Close 1000 and waits (briefly) for the server's Close.
-fn close_ws(s: &mut TcpStream, rd: &mut FrameReader) {
+fn close_ws(s: &mut Stream, rd: &mut FrameReader) {
     let _ = s.write_all(&client_frame(CLOSE, &1000u16.to_be_bytes(), [1, 2, 3, 4]));
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.tcp().set_read_timeout(Some(Duration::from_secs(2)));
     while let Ok((_, op, len)) = rd.header(s) {
         if rd.payload(s, len as usize, None).is_err() || op == CLOSE {
             break;
         }
     }
+    s.close_notify();
 }
 
 /// One ping-pong connection: its pre-masked frame and the payload its echo must match.
 struct Echoer {
-    stream: TcpStream,
+    stream: Stream,
     target_raw: bool,
     opcode: u8,
     want: Vec<u8>,
@@ -474,8 +520,9 @@ fn timed<S: Send + 'static, T: Send + 'static>(
                 .expect("spawn")
         })
         .collect();
+    let meter = pid.map(CpuMeter::start).transpose()?;
     barrier.wait();
-    let (t0, cpu0) = (Instant::now(), cpu_us(pid)?);
+    let t0 = Instant::now();
     if let Stop::Secs(secs) = stop {
         thread::sleep(Duration::from_secs_f64(secs));
         stopped.store(true, Relaxed);
@@ -485,7 +532,7 @@ fn timed<S: Send + 'static, T: Send + 'static>(
         .map(|t| t.join().expect("worker panicked"))
         .collect();
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_us(pid)?.zip(cpu0).map(|(b, a)| b - a);
+    let cpu = meter.map(CpuMeter::stop).transpose()?;
     Ok((results, secs, cpu))
 }
 
@@ -528,8 +575,7 @@ fn pingpong(
 
 /// Connect, upgrade, Close handshake (ours, then the server's reply), drop.
 fn handshake_once(t: &Target) -> Res<()> {
-    let stream = TcpStream::connect(&t.addr)?;
-    stream.set_nodelay(true)?;
+    let stream = t.open()?;
     let (mut ws, _) =
         tungstenite::client::client_with_config(t.url.as_str(), stream, Some(client_config()))
             .map_err(|e| format!("handshake: {e}"))?;
@@ -537,6 +583,7 @@ fn handshake_once(t: &Target) -> Res<()> {
     loop {
         match ws.read() {
             Ok(tungstenite::Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed) => {
+                ws.get_mut().close_notify();
                 return Ok(());
             }
             Ok(_) => {}
@@ -593,8 +640,12 @@ impl Idle {
     }
 }
 
-/// Holds `conns` idle connections (no thread each); then echoes 16 MiB on `big` of them.
+/// Holds `conns` idle connections (no thread each); then echoes 16 MiB on `big` of them
+/// (not over TLS: its writer and reader would need one TLS state from two threads).
 fn idle(t: &Target, conns: usize, big: usize, settle: Duration, pid: u32) -> Res<Idle> {
+    if big > 0 && t.tls.is_some() {
+        return Err("idle --big is not supported over TLS".into());
+    }
     let before = proc_info(pid)?;
     let mut socks = Vec::with_capacity(conns);
     for i in 0..conns {
@@ -611,14 +662,14 @@ fn idle(t: &Target, conns: usize, big: usize, settle: Duration, pid: u32) -> Res
         let frame = Arc::new(client_frame(BINARY, &payload, [7, 8, 9, 10]));
         for s in socks.iter().take(big) {
             // Write from another thread: a raw echo answers while we are still sending.
-            let mut w = s.try_clone()?;
+            let mut w = s.tcp().try_clone()?;
             let bytes = if t.raw {
                 payload.clone()
             } else {
                 frame.clone()
             };
             let writer = thread::spawn(move || w.write_all(&bytes));
-            let mut r = s.try_clone()?;
+            let mut r = s.tcp().try_clone()?;
             let mut rd = FrameReader::new();
             let got = match t.raw {
                 true => rd.payload(&mut r, BIG, Some(&payload)),
@@ -633,6 +684,7 @@ fn idle(t: &Target, conns: usize, big: usize, settle: Duration, pid: u32) -> Res
     for mut s in socks {
         if !t.raw {
             let _ = s.write_all(&client_frame(CLOSE, &1000u16.to_be_bytes(), [1, 2, 3, 4]));
+            s.close_notify();
         }
     }
     Ok(Idle {
@@ -679,8 +731,26 @@ fn proc_info(pid: u32) -> io::Result<Proc> {
     })
 }
 
-fn cpu_us(pid: Option<u32>) -> io::Result<Option<f64>> {
-    pid.map(|p| proc_info(p).map(|p| p.cpu_us)).transpose()
+/// A server's CPU time over a span: utime + stime from /proc/PID/stat. The kernel scales the
+/// two so that they add up to the scheduler's exact runtime of all the process's threads, live
+/// and ended (what `perf stat -e task-clock` counts), in clock ticks.
+struct CpuMeter {
+    pid: u32,
+    start_us: f64,
+}
+
+impl CpuMeter {
+    fn start(pid: u32) -> io::Result<CpuMeter> {
+        Ok(CpuMeter {
+            pid,
+            start_us: proc_info(pid)?.cpu_us,
+        })
+    }
+
+    /// CPU µs since `start`.
+    fn stop(self) -> io::Result<f64> {
+        Ok(proc_info(self.pid)?.cpu_us - self.start_us)
+    }
 }
 
 /// Polls /proc/net/tcp{,6} until a socket listens on `port`; connects to nothing, so a server
@@ -724,8 +794,10 @@ fn raise_nofile_limit() {
 struct Spec {
     name: &'static str,
     binary: PathBuf,
-    args: &'static [&'static str],
+    args: Vec<String>,
     raw: bool,
+    /// wss://, trusting this CA.
+    ca: Option<PathBuf>,
 }
 
 struct Server {
@@ -746,8 +818,9 @@ impl Server {
         let Spec {
             name,
             ref binary,
-            args,
+            ref args,
             raw,
+            ref ca,
         } = *spec;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
@@ -760,15 +833,16 @@ impl Server {
             .spawn()
             .map_err(|e| format!("{name}: cannot start {}: {e}", binary.display()))?;
         wait_listening(port, Duration::from_secs(10))?;
-        let url = match raw {
-            true => format!("tcp://{addr}"),
-            false => format!("ws://{addr}/echo"),
+        let url = match (raw, ca) {
+            (true, _) => format!("tcp://{addr}"),
+            (false, None) => format!("ws://{addr}/echo"),
+            (false, Some(_)) => format!("wss://{addr}/echo"),
         };
         let start = proc_info(child.id())?;
         Ok(Server {
             name,
             child,
-            ws: Target::parse(&url)?,
+            ws: Target::parse(&url, ca.as_deref())?,
             raw,
             binary: binary.into(),
             start,
@@ -837,7 +911,10 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
     let go: PathBuf = args
         .opt_value_from_str("--go")?
         .unwrap_or_else(|| root.join("target/peers/go-echo-server"));
+    let secure = args.contains("--tls");
     finish(args)?;
+    // Over TLS: no 16 MiB echo on idle connections (see idle), no raw TCP column.
+    let big = if secure { 0 } else { big };
     let reference = here.join("reference_server");
     for (binary, what) in [(&reference, "reference_server"), (&wsecho, "wsecho")] {
         if !binary.exists() {
@@ -849,57 +926,100 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
         }
     }
 
-    let ws_args: &[&str] = &["serve", "--quiet", "--addr", "ADDR"];
+    let certs = match secure {
+        true => {
+            let dir = std::env::temp_dir().join(format!("loadgen-certs-{}", std::process::id()));
+            let certs = tls::make_certs(&dir)?;
+            Some((dir, certs))
+        }
+        false => None,
+    };
+    let ca = certs.as_ref().map(|(_, c)| c.ca.clone());
+    let args = |plain: &[&str], tls: &[&str]| -> Vec<String> {
+        let cert = certs
+            .as_ref()
+            .map(|(_, c)| c.cert.to_string_lossy().into_owned());
+        let key = certs
+            .as_ref()
+            .map(|(_, c)| c.key.to_string_lossy().into_owned());
+        let words = match (&cert, &key) {
+            (Some(_), Some(_)) => tls,
+            _ => plain,
+        };
+        (words.iter())
+            .map(|w| match *w {
+                "CERT" => cert.clone().unwrap_or_default(),
+                "KEY" => key.clone().unwrap_or_default(),
+                w => w.to_string(),
+            })
+            .collect()
+    };
+    let ws_args = args(
+        &["serve", "--quiet", "--addr", "ADDR"],
+        &[
+            "serve",
+            "--quiet",
+            "--addr",
+            "ADDR",
+            "--tls-cert",
+            "CERT",
+            "--tls-key",
+            "KEY",
+        ],
+    );
+    let spec = |name, binary: &PathBuf, args: Vec<String>| Spec {
+        name,
+        binary: binary.clone(),
+        args,
+        raw: false,
+        ca: ca.clone(),
+    };
     let mut specs = vec![
-        Spec {
-            name: "wsecho",
-            binary: wsecho.clone(),
-            args: ws_args,
-            raw: false,
-        },
-        Spec {
-            name: "wsecho A/A",
-            binary: wsecho,
-            args: ws_args,
-            raw: false,
-        },
-        Spec {
-            name: "reference",
-            binary: reference.clone(),
-            args: &["ADDR"],
-            raw: false,
-        },
-        Spec {
-            name: "ref 4K buf",
-            binary: reference.clone(),
-            args: &["ADDR", "4096"],
-            raw: false,
-        },
+        spec("wsecho", &wsecho, ws_args.clone()),
+        spec("wsecho A/A", &wsecho, ws_args),
+        spec(
+            "reference",
+            &reference,
+            args(&["ADDR"], &["--tls", "CERT", "KEY", "ADDR"]),
+        ),
+        spec(
+            "ref 4K buf",
+            &reference,
+            args(&["ADDR", "4096"], &["--tls", "CERT", "KEY", "ADDR", "4096"]),
+        ),
     ];
     match go.exists() {
-        true => specs.push(Spec {
-            name: "Go gorilla",
-            binary: go,
-            args: &["-addr", "ADDR"],
-            raw: false,
-        }),
+        true => specs.push(spec(
+            "Go gorilla",
+            &go,
+            args(
+                &["-addr", "ADDR"],
+                &["-addr", "ADDR", "-cert", "CERT", "-key", "KEY"],
+            ),
+        )),
         false => eprintln!(
             "no {}: run tests/peers/setup.sh for the Go column",
             go.display()
         ),
     }
-    specs.push(Spec {
-        name: "raw TCP",
-        binary: reference,
-        args: &["--raw", "ADDR"],
-        raw: true,
-    });
+    if !secure {
+        specs.push(Spec {
+            name: "raw TCP",
+            binary: reference,
+            args: args(&["--raw", "ADDR"], &[]),
+            raw: true,
+            ca: None,
+        });
+    }
     let servers = specs.iter().map(Server::spawn).collect::<Res<Vec<_>>>()?;
 
     let n = servers.len();
     let mut values = vec![vec![Vec::<f64>::new(); n]; ROWS.len()];
     for s in &servers {
         pingpong(&s.ws, 4, 32, false, Stop::Secs(0.3), None)?; // warm-up
+        if secure {
+            eprintln!("{}: {}", s.name, s.ws.connect()?.describe());
+        }
         s.settle();
     }
     let size_l = 64 * 1024;
@@ -954,11 +1074,13 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
             say(
                 "idle",
                 &s,
-                format!(
-                    "{:.1} KiB/conn, {:.0} KiB kept after 16 MiB",
-                    r.rss_per_conn(),
-                    r.kept_per_big().unwrap_or(f64::NAN)
-                ),
+                match r.kept_per_big() {
+                    Some(kept) => format!(
+                        "{:.1} KiB/conn, {kept:.0} KiB kept after 16 MiB",
+                        r.rss_per_conn()
+                    ),
+                    None => format!("{:.1} KiB/conn", r.rss_per_conn()),
+                },
             );
             values[6][i].push(r.rss_per_conn());
             values[7][i].push(r.open.vm_kib as f64 / 1024.0);
@@ -969,8 +1091,16 @@ fn cmd_compare(mut args: pico_args::Arguments) -> Res<()> {
         }
     }
 
+    if let Some((dir, _)) = &certs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     println!(
-        "\nmedians of {rounds} interleaved rounds, {secs} s per run; idle: {idle_conns} connections on a fresh server process, then one 16 MiB echo on {big} of them and {settle} s idle"
+        "\nmedians of {rounds} interleaved rounds, {secs} s per run{}; idle: {idle_conns} connections on a fresh server process, then one 16 MiB echo on {big} of them and {settle} s idle",
+        if secure {
+            ", over TLS 1.3 (AES-128-GCM)"
+        } else {
+            ""
+        },
     );
     print!("{:<40}", "");
     for s in &servers {

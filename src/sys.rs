@@ -1,9 +1,13 @@
 //! What std does not expose about the host and the process: the open-files limit, memory
-//! size, malloc tuning, and the signals that stop the program or reload its certificate.
+//! size, malloc tuning, waiting on several descriptors at once, and the signals that stop the
+//! program or reload its certificate.
 //!
 //! This is the only module allowed `unsafe`; each block is a few libc calls with a SAFETY note.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 /// Raises the soft open-files limit to the hard limit, as the Go runtime does at start, and
 /// returns the new soft limit. Every connection holds one descriptor, so on a box whose soft
@@ -141,5 +145,105 @@ fn wait_signal(set: &libc::sigset_t) -> Option<Signal> {
             (0, _) | (libc::EINTR, _) => {}
             _ => return None,
         }
+    }
+}
+
+/// Waits until one of `fds` is ready for what its `events` ask (`POLLIN`: readable, or at its
+/// end), or `timeout` passes (`None`: no limit); returns how many are ready, their `revents`
+/// set. A timeout is rounded up to whole milliseconds, so a wait never ends before it is due.
+/// A signal ends the wait with `Interrupted`.
+#[allow(unsafe_code)]
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let millis = match timeout {
+        None => -1,
+        Some(t) => t
+            .as_nanos()
+            .div_ceil(1_000_000)
+            .min(libc::c_int::MAX as u128) as libc::c_int,
+    };
+    // SAFETY: the pointer and length describe a live, writable slice of pollfd for the whole
+    // call. A descriptor in it that is not open is reported as POLLNVAL, never touched.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
+    if ready < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ready as usize)
+}
+
+/// A descriptor that one thread waits on in [`poll`] and any other thread makes readable, to
+/// wake it (Linux's `eventfd`, non-blocking: waking never blocks).
+pub(crate) struct Wakeup(File);
+
+impl Wakeup {
+    #[allow(unsafe_code)]
+    pub(crate) fn new() -> io::Result<Wakeup> {
+        // SAFETY: eventfd only creates a descriptor; it takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened above and nothing else owns it.
+        Ok(Wakeup(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    /// Makes the descriptor readable until [`Wakeup::clear`].
+    pub(crate) fn wake(&self) {
+        // Fails only when the counter is about to overflow: it is readable then anyway.
+        let _ = (&self.0).write(&1u64.to_ne_bytes());
+    }
+
+    /// Takes back every wake so far.
+    pub(crate) fn clear(&self) {
+        let mut count = [0u8; 8];
+        // Fails with WouldBlock when there was nothing to take back.
+        let _ = (&self.0).read(&mut count);
+    }
+
+    /// The entry that waits for a wake in [`poll`].
+    pub(crate) fn pollfd(&self) -> libc::pollfd {
+        pollfd(self.0.as_fd())
+    }
+}
+
+/// A [`poll`] entry that waits for `fd` to be readable.
+pub(crate) fn pollfd(fd: BorrowedFd<'_>) -> libc::pollfd {
+    libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_wake_from_another_thread_ends_a_wait_without_limit() {
+        let wakeup = std::sync::Arc::new(Wakeup::new().unwrap());
+        let waker = {
+            let wakeup = wakeup.clone();
+            std::thread::spawn(move || wakeup.wake())
+        };
+        let mut fds = [wakeup.pollfd()];
+        assert_eq!(poll(&mut fds, None).unwrap(), 1);
+        assert_ne!(fds[0].revents & libc::POLLIN, 0);
+        waker.join().unwrap();
+        wakeup.clear();
+        let mut fds = [wakeup.pollfd()];
+        assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0, "cleared");
+    }
+
+    #[test]
+    fn a_wait_with_nothing_ready_ends_at_its_timeout_not_before() {
+        let wakeup = Wakeup::new().unwrap();
+        let start = Instant::now();
+        let mut fds = [wakeup.pollfd()];
+        assert_eq!(
+            poll(&mut fds, Some(Duration::from_micros(1500))).unwrap(),
+            0
+        );
+        assert!(start.elapsed() >= Duration::from_micros(1500));
     }
 }

@@ -579,6 +579,67 @@ fn connections_over_max_conns_get_503_with_retry_after_and_capacity_returns() {
     }
 }
 
+/// A client turned away while it is still sending its request body (an upload, say) gets
+/// the whole 503: the server reads what it sends for a while before closing, instead of
+/// closing over unread bytes, which resets the connection and fails the client's write
+/// before it ever reads the answer. And the server does let go of the socket afterwards.
+#[test]
+fn a_client_turned_away_while_sending_its_body_gets_the_whole_503_and_is_let_go() {
+    let server = serve("cap-body", &["--max-conns", "1"]);
+    let port = server.port;
+    // The start-up probe may hold the slot for a moment: retry a refused connection briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut held = loop {
+        match ws_connect(port) {
+            Ok(ws) => break ws,
+            Err(e) if Instant::now() > deadline => panic!("cannot upgrade: {e}"),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    ws_echo(&mut held, "holding the only slot");
+
+    // Far more than the socket buffers hold, so most of it is sent after the 503.
+    let body = vec![b'x'; 4 << 20];
+    let mut s = connect(port);
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(&body)
+        .expect("the server cut the connection while the client was sending its body");
+    let answer = read_to_end_within(&mut s, Duration::from_secs(10));
+    assert_eq!(
+        answer,
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 45\r\nConnection: close\r\n\r\n\
+wsecho is at its connection limit; try again\n"
+    );
+    // The server lets go of the socket once its time to drain is up (a second): a client
+    // that goes on sending is then reset.
+    let chunk = [b'x'; 64 * 1024];
+    let start = Instant::now();
+    let ended = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the server still holds the turned-away socket after 20 s"
+        );
+        match s.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            ended.kind(),
+            ErrorKind::BrokenPipe | ErrorKind::ConnectionReset
+        ),
+        "{ended}"
+    );
+    ws_echo(&mut held, "the slot is still held");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. A peer that never reads
 
