@@ -56,11 +56,21 @@ impl KillOnDrop {
 
     /// Sends SIGINT (Ctrl-C) to the process.
     pub fn sigint(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.0.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on the pid of our own child, which is not reaped before `self` is
         // dropped, so the pid cannot belong to another process.
-        let rc = unsafe { libc::kill(pid, libc::SIGINT) };
-        assert_eq!(rc, 0, "kill -INT {pid}: {}", io::Error::last_os_error());
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill -{signal} {pid}: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
@@ -255,6 +265,11 @@ impl Server {
     /// Sends SIGINT (Ctrl-C) to the server.
     pub fn sigint(&self) {
         self.child.sigint();
+    }
+
+    /// Sends `signal` to the server.
+    pub fn signal(&self, signal: libc::c_int) {
+        self.child.signal(signal);
     }
 
     /// The exit status if the process has ended, `None` while it runs.
@@ -525,9 +540,22 @@ pub struct Running {
 
 impl Running {
     pub fn start(what: &str, mut cmd: Command) -> Running {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null());
+        Running::spawn(what, cmd)
+    }
+
+    /// [`Running::start`] with a pipe to the process's stdin, for the test to write to as it
+    /// goes; dropping the pipe ends the input.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))] // The nginx tests need TLS.
+    pub fn start_piped(what: &str, mut cmd: Command) -> (Running, ChildStdin) {
+        cmd.stdin(Stdio::piped());
+        let mut running = Running::spawn(what, cmd);
+        let stdin = running.child.stdin.take().expect("stdin pipe");
+        (running, stdin)
+    }
+
+    fn spawn(what: &str, mut cmd: Command) -> Running {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = KillOnDrop::spawn(what, &mut cmd);
         let (tx, lines) = mpsc::channel();
         let mut out = BufReader::new(child.stdout.take().expect("stdout pipe"));

@@ -2,7 +2,7 @@
 //! one binary, so that one `cargo test` run builds and links them once.
 //!
 //! Every test runs the real binary over real sockets. The ones that need real peers (Go,
-//! Python, Node, Chromium) are `#[ignore]`d in a plain `cargo test`; run them with
+//! Python, Node, Chromium, nginx) are `#[ignore]`d in a plain `cargo test`; run them with
 //! `cargo test -- --include-ignored` after `tests/peers/setup.sh` and
 //! `tests/peers/browser/setup.sh` (scripts/test.sh does all of it).
 
@@ -16,6 +16,8 @@ mod edges;
 mod interop;
 #[cfg(feature = "tls")]
 mod interop_tls;
+#[cfg(feature = "tls")]
+mod nginx;
 mod proxy;
 mod reconnect;
 mod robustness;

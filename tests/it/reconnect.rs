@@ -24,13 +24,6 @@ fn serve_on(port: u16, name: &str) -> Server {
     Server::start(name, cmd, port)
 }
 
-fn signal(server: &Server, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(server.pid()).expect("pid fits pid_t");
-    // SAFETY: kill(2) on our own child, not reaped before `server` is dropped.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(rc, 0, "kill {pid}: {}", io::Error::last_os_error());
-}
-
 /// A server on a loopback port that runs `serve` on each of the first `n` connections in
 /// turn (connection index, upgraded socket); the listener stays open until the test ends.
 fn peers(n: usize, serve: impl Fn(usize, Ws) + Send + 'static) -> (u16, mpsc::Receiver<()>) {
@@ -110,7 +103,7 @@ fn every_line_comes_back_exactly_once_in_order_across_kills_and_a_restart() {
     let stops = [libc::SIGKILL, libc::SIGKILL, libc::SIGTERM];
     for (round, stop) in stops.into_iter().enumerate() {
         thread::sleep(Duration::from_millis(700));
-        signal(&server, stop);
+        server.signal(stop);
         assert!(
             server.wait_exit(Duration::from_secs(10)).is_some(),
             "server did not stop\n{}",
@@ -327,7 +320,7 @@ fn sigint_while_waiting_to_reconnect_exits_1_promptly() {
         dial(&[&url(port), "--reconnect", "--interval", "0.05"]),
     );
     client.next_line(LIMIT);
-    signal(&server, libc::SIGKILL);
+    server.signal(libc::SIGKILL);
     drop(server);
     // Long enough for a few refused attempts: the waits have grown past a second.
     thread::sleep(Duration::from_millis(2500));
