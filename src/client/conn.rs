@@ -5,12 +5,13 @@ use super::error::Error;
 use super::handshake;
 use super::proxy::{self, ProxyChoice};
 use super::target::Target;
-use crate::link::{AnyTransport, DeadlineWriter, Link, ReadBuf, ReadTimeout, Session};
+use crate::link::{
+    AnyTransport, DeadlineWriter, Outbox, OutboxLink, ReadBuf, ReadTimeout, Session,
+};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::error::Error as WsError;
 use tungstenite::handshake::HandshakeError;
@@ -93,7 +94,7 @@ pub fn connect_timed(
         true => tls_handshakes(&stream, request, target, options, deadline)?,
         _ => (
             handshake(&stream, &*stream, request, target, deadline)?,
-            AnyTransport::Plain(DeadlineWriter(stream.clone())),
+            AnyTransport::Plain(Outbox::default()),
             None,
         ),
     };
@@ -112,34 +113,24 @@ pub fn connect_timed(
     // The bytes that came behind the 101 are the reader's first input, not the context's, so
     // they go through the same path as every later read.
     let ctx = WebSocketContext::new(Role::Client, Some(config));
-    let link = Arc::new(Link::new(ctx, Role::Client, transport));
-    let reader_turn = Arc::new(ReaderTurn::default());
-    let reader_stream = stream.clone();
+    let link = Arc::new(OutboxLink::new(
+        ctx,
+        Role::Client,
+        transport,
+        DeadlineWriter(stream.clone()),
+    ));
     let reader = Reader {
-        stream,
+        stream: stream.clone(),
         link: link.clone(),
-        reader_turn: reader_turn.clone(),
         buf: ReadBuf::new(),
         queue: VecDeque::new(),
         close: None,
         ping_interval: options.ping_interval,
         pinged: false,
         read_timeout: ReadTimeout::new(),
-        pending: surplus,
-        max_pending: options
-            .max_message
-            .saturating_mul(2)
-            .saturating_add(1 << 20),
+        early: surplus,
     };
-    Ok((
-        reader,
-        Writer {
-            link,
-            reader_turn,
-            stream: reader_stream,
-        },
-        timings,
-    ))
+    Ok((reader, Writer { link, stream }, timings))
 }
 
 /// The TLS handshake (SNI and the name checked: the URL's host), then the WebSocket one
@@ -171,7 +162,7 @@ fn tls_handshakes(
     session.take_plaintext(&mut surplus);
     let transport = AnyTransport::Tls(Box::new(TlsTransport {
         session,
-        sink: DeadlineWriter(stream.clone()),
+        sink: Outbox::default(),
     }));
     Ok((surplus, transport, Some(tls_time)))
 }
@@ -378,22 +369,22 @@ pub enum Incoming {
 }
 
 /// The reading end: one thread calls [`Reader::recv`] in a loop.
+///
+/// It reads the socket outside the lock, then waits for the lock (nobody holds it over a
+/// system call) and hands what it read to the context; pongs and close replies go out on this
+/// thread, or on a writer's that is writing at the time. So the reader never stops reading
+/// because a writer is blocked on a server that is waiting for us to read.
 pub struct Reader {
     stream: Arc<TcpStream>,
-    link: Arc<Link<AnyTransport>>,
+    link: Arc<OutboxLink>,
     buf: ReadBuf,
     queue: VecDeque<Message>,
     close: Option<Option<CloseFrame>>,
     ping_interval: Duration,
     pinged: bool,
     read_timeout: ReadTimeout,
-    /// Bytes read but not handed to the context yet: those that came with the 101, and those
-    /// read while a writer held the lock.
-    pending: Vec<u8>,
-    /// How much may wait in `pending` before the server counts as flooding us.
-    max_pending: usize,
-    /// Tells writers that `pending` is waiting for the lock (see [`Writer::send`]).
-    reader_turn: Arc<ReaderTurn>,
+    /// The bytes that came with the 101: the first input.
+    early: Vec<u8>,
 }
 
 impl Reader {
@@ -412,35 +403,18 @@ impl Reader {
     }
 
     /// One read from the socket, handed to the context; queues what it completes.
-    ///
-    /// A writer may hold the lock while blocked on a full socket, and the server may be
-    /// blocked writing to us at the same time: if the reader then waited for the lock, neither
-    /// side would read again. So the reader never waits for the lock while the server has
-    /// more to send: it keeps reading into `pending`, and hands over once the lock is free or
-    /// the socket has gone quiet (then the writer no longer depends on us).
     fn fill(&mut self) -> Result<(), Error> {
-        if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
+        if !self.early.is_empty() {
+            let early = std::mem::take(&mut self.early);
             let (queue, close) = (&mut self.queue, &mut self.close);
-            match self
-                .link
-                .try_with(&pending, |s| take_messages(s, queue, close))
-            {
-                Some(result) => return self.after_hand_over(result),
-                None => self.pending = pending,
-            }
+            let turn = self.link.with(&early, |s| take_messages(s, queue, close));
+            return self.after_turn(turn);
         }
-        let timeout = if self.pending.is_empty() {
-            self.ping_interval
-        } else {
-            BUSY_POLL
-        };
         self.read_timeout
-            .set(&self.stream, timeout)
+            .set(&self.stream, self.ping_interval)
             .map_err(Error::Io)?;
         let bytes = match self.buf.read_from(&*self.stream) {
             Ok([]) => {
-                self.hand_over_pending()?;
                 if self.close.is_some() {
                     return Ok(());
                 }
@@ -455,10 +429,6 @@ impl Reader {
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                if !self.pending.is_empty() {
-                    // The server has nothing more for now, so the writer can finish: wait.
-                    return self.hand_over_pending();
-                }
                 self.buf.shrink();
                 if self.pinged {
                     return Err(Error::Lost(format!(
@@ -467,66 +437,33 @@ impl Reader {
                     )));
                 }
                 self.pinged = true;
-                return self
-                    .link
-                    .with(&[], |s| {
-                        s.send(Message::Ping(Bytes::new())).and_then(|()| s.flush())
-                    })
-                    .map_err(lost);
+                let (pinged, sent) = self.link.with(&[], |s| {
+                    s.send(Message::Ping(Bytes::new())).and_then(|()| s.flush())
+                });
+                return pinged.map_err(lost).and(sent.map_err(sent_lost));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(Error::Lost(e.to_string())),
         };
         self.pinged = false;
-        if self.pending.is_empty() {
-            let (queue, close) = (&mut self.queue, &mut self.close);
-            match self
-                .link
-                .try_with(bytes, |s| take_messages(s, queue, close))
-            {
-                Some(result) => return self.after_hand_over(result),
-                None => self.pending.extend_from_slice(bytes),
-            }
-        } else {
-            self.pending.extend_from_slice(bytes);
-        }
-        self.reader_turn.claim();
-        if self.pending.len() > self.max_pending {
-            return Err(Error::Lost(format!(
-                "the server sent over {} bytes while we could not process them",
-                self.max_pending
-            )));
-        }
-        Ok(())
-    }
-
-    /// Hands everything in `pending` over, waiting for the lock if need be.
-    fn hand_over_pending(&mut self) -> Result<(), Error> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut self.pending);
         let (queue, close) = (&mut self.queue, &mut self.close);
-        let result = self.link.with(&pending, |s| take_messages(s, queue, close));
-        self.after_hand_over(result)
+        let turn = self.link.with(bytes, |s| take_messages(s, queue, close));
+        self.after_turn(turn)
     }
 
-    fn after_hand_over(&self, result: Result<(), Error>) -> Result<(), Error> {
-        self.reader_turn.release();
-        result.inspect_err(|_| {
-            // We failed the connection (and sent our Close, if the peer broke the rules):
-            // let the peer read it instead of a reset.
+    fn after_turn(&self, (taken, sent): (Result<(), Error>, io::Result<()>)) -> Result<(), Error> {
+        if taken.is_err() {
+            // We failed the connection (and queued our Close, if the peer broke the rules):
+            // put it on the wire, then let the peer read it instead of a reset.
+            let _ = self.link.flush();
             crate::link::close_gently(&self.stream);
-        })
+        }
+        taken.and(sent.map_err(sent_lost))
     }
 }
 
-/// While the reader has bytes waiting and a writer holds the lock, it reads on with this
-/// timeout, so that it notices soon when the server has gone quiet.
-const BUSY_POLL: Duration = Duration::from_millis(10);
-
-/// Queues the messages the session's input completes; sends the Close a broken rule calls
-/// for (1002, 1007, 1009); writes out pongs and close replies.
+/// Queues the messages the session's input completes; queues the Close a broken rule calls
+/// for (1002, 1007, 1009), pongs and close replies.
 fn take_messages(
     s: &mut Session<'_, AnyTransport>,
     queue: &mut VecDeque<Message>,
@@ -569,29 +506,28 @@ fn lost(e: WsError) -> Error {
     Error::Lost(e.to_string())
 }
 
-/// The writing end; any thread may send through a clone.
+fn sent_lost(e: io::Error) -> Error {
+    Error::Lost(e.to_string())
+}
+
+/// The writing end; any thread may send through a clone. A send holds the right to write to
+/// the socket until its whole message is on the wire, so sends from several threads go out
+/// one message after another.
 #[derive(Clone)]
 pub struct Writer {
-    link: Arc<Link<AnyTransport>>,
-    /// Whether the reader holds bytes it could not hand over because a writer had the lock.
-    reader_turn: Arc<ReaderTurn>,
-    /// The socket itself, for [`Writer::cut`]: the link's lock may be held by a blocked write.
+    link: Arc<OutboxLink>,
+    /// The socket itself, for [`Writer::cut`]: a send may be blocked on it.
     stream: Arc<TcpStream>,
 }
 
 impl Writer {
-    /// Sends one message and writes it out. If the reader is waiting to hand over what it
-    /// read, it goes first (for at most 200 ms): a writer that kept the lock would leave the
-    /// reader buffering echoes without end.
+    /// Sends one message and writes it out.
     pub fn send(&self, message: Message) -> Result<(), Error> {
-        self.reader_turn.wait(READER_FIRST);
-        self.link
-            .with(&[], |s| s.send(message).and_then(|()| s.flush()))
-            .map_err(lost)
+        self.link.send(message).map_err(lost)
     }
 
-    /// Ends the connection at once, without the lock: a write blocked on a server that stopped
-    /// reading fails now instead of at its timeout, and the reader sees the end.
+    /// Ends the connection at once, without the lock or the pen: a write blocked on a server
+    /// that stopped reading fails now instead of at its timeout, and the reader sees the end.
     pub fn cut(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
@@ -599,126 +535,11 @@ impl Writer {
     /// Starts the closing handshake; the reader sees the server's reply as [`Incoming::Closed`].
     /// Over TLS, close_notify follows the Close: nothing more will be sent either way.
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        let closed = self
-            .link
-            .with(&[], |s| {
-                s.close(CloseFrame {
-                    code,
-                    reason: reason.to_owned().into(),
-                })
+        self.link
+            .close(CloseFrame {
+                code,
+                reason: reason.to_owned().into(),
             })
-            .map_err(lost);
-        self.link.goodbye();
-        closed
-    }
-}
-
-/// The longest a writer lets the reader go first.
-const READER_FIRST: Duration = Duration::from_millis(200);
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        // A reader that stopped with bytes still waiting will never hand them over: writers
-        // must not wait for it.
-        self.reader_turn.release();
-    }
-}
-
-/// The reader's claim to go before writers. The reader claims it when it read bytes while a
-/// writer held the lock, and releases it once it has handed them over; a writer that finds it
-/// claimed sleeps until then, woken by the release. Whether it is claimed is one atomic, so
-/// neither side pays for a lock or a wake-up while nobody waits (the usual case).
-#[derive(Default)]
-struct ReaderTurn {
-    claimed: AtomicBool,
-    /// How many writers sleep on `released`; only then does a release wake anyone (a wake-up
-    /// is a system call even when nobody sleeps).
-    sleepers: Mutex<usize>,
-    released: Condvar,
-}
-
-impl ReaderTurn {
-    fn claim(&self) {
-        self.claimed.store(true, Ordering::Release);
-    }
-
-    fn release(&self) {
-        if self.claimed.swap(false, Ordering::AcqRel) {
-            // Taking the sleepers' lock orders this wake-up after a writer's check of
-            // `claimed`: a writer either saw it released or is asleep and counted.
-            let sleepers = lock(&self.sleepers);
-            if *sleepers > 0 {
-                self.released.notify_all();
-            }
-        }
-    }
-
-    /// Waits while the reader has claimed its turn, for at most `max`.
-    fn wait(&self, max: Duration) {
-        if !self.claimed.load(Ordering::Acquire) {
-            return;
-        }
-        let deadline = Instant::now() + max;
-        let mut sleepers = lock(&self.sleepers);
-        while self.claimed.load(Ordering::Acquire) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            *sleepers += 1;
-            sleepers = self
-                .released
-                .wait_timeout(sleepers, left)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
-            *sleepers -= 1;
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Waits until `n` writers sleep on `turn`.
-    fn until_asleep(turn: &ReaderTurn, n: usize) {
-        while *lock(&turn.sleepers) != n {
-            std::thread::yield_now();
-        }
-    }
-
-    #[test]
-    fn a_writer_waiting_for_the_reader_wakes_when_the_reader_has_handed_over() {
-        let turn = Arc::new(ReaderTurn::default());
-        turn.claim();
-        let (woke, waking) = std::sync::mpsc::channel();
-        let writer = {
-            let turn = turn.clone();
-            // Far longer than the test may take: only the release can end this wait.
-            std::thread::spawn(move || {
-                turn.wait(Duration::from_secs(3600));
-                woke.send(()).unwrap();
-            })
-        };
-        until_asleep(&turn, 1);
-        turn.release();
-        waking
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the release did not wake the writer");
-        writer.join().unwrap();
-    }
-
-    #[test]
-    fn a_writer_goes_on_its_own_when_the_reader_takes_too_long() {
-        let turn = ReaderTurn::default();
-        turn.claim();
-        turn.wait(Duration::from_millis(1));
-        assert_eq!(*lock(&turn.sleepers), 0);
+            .map_err(lost)
     }
 }

@@ -15,6 +15,13 @@
 //!   [`Link::with`]. Writes leave through a [`DeadlineWriter`], which bounds how long a peer
 //!   that reads slowly may hold a write. [`close_gently`] ends a socket after a final answer.
 //!
+//! Who writes to the socket, and when, comes in two kinds. The server's connection thread
+//! both reads and writes, so it writes through the lock: nobody else ever waits for it (the
+//! goodbye at shutdown only tries it). The client reads on one thread and writes on another,
+//! so its [`OutboxLink`] never writes under the lock: frames (under TLS, their encrypted
+//! records) wait in an outbox and leave outside it (`outbox.rs` has the protocol), and the
+//! reader can always get the lock.
+//!
 //! The two meet in one place, the [`Transport`] and its wire (`wire.rs`): what the context
 //! reads from (the reader's bytes) and writes to (the transport's writer) while the lock is
 //! held. Plain TCP passes bytes straight through. TLS slots in there without touching the echo
@@ -26,6 +33,7 @@
 mod boundary;
 mod close;
 mod deadline;
+mod outbox;
 mod read_buf;
 mod session;
 mod timeout;
@@ -33,6 +41,7 @@ mod wire;
 
 pub(crate) use close::close_gently;
 pub(crate) use deadline::DeadlineWriter;
+pub(crate) use outbox::{Outbox, OutboxLink};
 pub(crate) use read_buf::ReadBuf;
 pub(crate) use session::{Link, Session};
 pub(crate) use timeout::ReadTimeout;

@@ -50,6 +50,31 @@ impl<W: Transport> Link<W> {
         run(&mut guard, input, f)
     }
 
+    /// Like [`Link::with`], then `then` with what `f` returned and the transport itself, in
+    /// the same turn under the lock (the client takes what its turn wrote out of its outbox).
+    pub(crate) fn with_then<T, U>(
+        &self,
+        input: &[u8],
+        f: impl FnOnce(&mut Session<'_, W>) -> T,
+        then: impl FnOnce(T, &mut W) -> U,
+    ) -> U {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let value = run(&mut guard, input, f);
+        then(value, &mut guard.writer)
+    }
+
+    /// Runs `f` on the transport alone, under the lock.
+    pub(crate) fn transport<T>(&self, f: impl FnOnce(&mut W) -> T) -> T {
+        f(&mut self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .writer)
+    }
+
     /// Like [`Link::with`], but gives up at once (without touching `input`) if another thread
     /// holds the lock: it may be blocked writing to a peer that is itself waiting for us to
     /// read.
@@ -119,20 +144,15 @@ impl<W: Transport> Session<'_, W> {
     /// buffer fills, so a batch of echoes costs one write. Messages over 64 KiB go out as
     /// 64 KiB fragments (the peer receives the same message, type and bytes).
     pub(crate) fn send(&mut self, message: Message) -> Result<(), Error> {
-        let (data, kind) = match message {
-            Message::Text(text) if text.len() > FRAGMENT => (Bytes::from(text), OpData::Text),
-            Message::Binary(data) if data.len() > FRAGMENT => (data, OpData::Binary),
-            small => return self.ctx.write(&mut self.wire, small),
-        };
-        let mut start = 0;
-        while start < data.len() {
-            let end = (start + FRAGMENT).min(data.len());
-            let opcode = OpCode::Data(if start == 0 { kind } else { OpData::Continue });
-            let fragment = Frame::message(data.slice(start..end), opcode, end == data.len());
-            self.ctx.write(&mut self.wire, Message::Frame(fragment))?;
-            start = end;
+        match Outgoing::of(message) {
+            Outgoing::Whole(message) => self.ctx.write(&mut self.wire, message),
+            Outgoing::Fragmented(fragments) => {
+                for fragment in fragments {
+                    self.ctx.write(&mut self.wire, fragment)?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Replaces the protocol state with a fresh one when nothing is in flight: no partial
@@ -161,6 +181,56 @@ impl<W: Transport> Session<'_, W> {
     /// False once either side has sent a Close: no data may be sent after it.
     pub(crate) fn can_write(&self) -> bool {
         self.ctx.can_write()
+    }
+}
+
+/// How [`Session::send`] sends a message: whole, or (a data message over 64 KiB) as 64 KiB
+/// fragments of one message. A writer that writes each frame out before it frames the next
+/// sends them one by one.
+pub(crate) enum Outgoing {
+    Whole(Message),
+    Fragmented(Fragments),
+}
+
+impl Outgoing {
+    pub(crate) fn of(message: Message) -> Outgoing {
+        let (data, kind) = match message {
+            Message::Text(text) if text.len() > FRAGMENT => (Bytes::from(text), OpData::Text),
+            Message::Binary(data) if data.len() > FRAGMENT => (data, OpData::Binary),
+            small => return Outgoing::Whole(small),
+        };
+        Outgoing::Fragmented(Fragments {
+            data,
+            kind,
+            start: 0,
+        })
+    }
+}
+
+/// The fragments of one big data message, in order, each a whole frame.
+pub(crate) struct Fragments {
+    data: Bytes,
+    kind: OpData,
+    start: usize,
+}
+
+impl Iterator for Fragments {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        let start = self.start;
+        if start >= self.data.len() {
+            return None;
+        }
+        let end = (start + FRAGMENT).min(self.data.len());
+        let opcode = OpCode::Data(if start == 0 {
+            self.kind
+        } else {
+            OpData::Continue
+        });
+        self.start = end;
+        let fragment = Frame::message(self.data.slice(start..end), opcode, end == self.data.len());
+        Some(Message::Frame(fragment))
     }
 }
 

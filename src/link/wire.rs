@@ -12,6 +12,7 @@
 //! input itself, for TLS the plaintext the session hands out.
 
 use super::boundary::Boundary;
+use super::outbox::Outbox;
 use std::io::{self, Read, Write};
 
 /// The writing half of a connection as its link holds it.
@@ -88,7 +89,7 @@ impl<W: Write> Write for Wire<'_, W> {
 
 /// A socket write deadline shows up as `WouldBlock`, which would read as "input used up";
 /// name it for what it is so it ends the connection instead of being retried.
-fn write_timeout(e: io::Error) -> io::Error {
+pub(super) fn write_timeout(e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::WouldBlock {
         io::Error::new(
             io::ErrorKind::TimedOut,
@@ -101,18 +102,33 @@ fn write_timeout(e: io::Error) -> io::Error {
 
 /// A transport chosen per connection at run time (the client: `ws://` or `wss://`). The
 /// server's connections are generic instead, so its plain path has no branch to take.
+///
+/// It writes into an [`Outbox`], never to the socket: the client's
+/// [`OutboxLink`](super::OutboxLink) sends what collects there outside the lock. Under TLS the
+/// outbox holds the encrypted records, exactly the bytes that go on the socket.
 pub(crate) enum AnyTransport {
-    Plain(super::DeadlineWriter),
-    /// Boxed: a TLS session is over a kilobyte, plain TCP's writer one pointer.
+    Plain(Outbox),
+    /// Boxed: a TLS session is over a kilobyte.
     #[cfg(feature = "tls")]
-    Tls(Box<TlsTransport>),
+    Tls(Box<TlsTransport<Outbox>>),
+}
+
+impl AnyTransport {
+    /// What this turn and earlier ones wrote and nobody has sent yet.
+    pub(crate) fn outbox(&mut self) -> &mut Outbox {
+        match self {
+            AnyTransport::Plain(outbox) => outbox,
+            #[cfg(feature = "tls")]
+            AnyTransport::Tls(t) => &mut t.sink,
+        }
+    }
 }
 
 /// [`AnyTransport`]'s wire for one turn.
 pub(crate) enum AnyWire<'a> {
-    Plain(Wire<'a, super::DeadlineWriter>),
+    Plain(Wire<'a, Outbox>),
     #[cfg(feature = "tls")]
-    Tls(tls::TlsWire<'a>),
+    Tls(tls::TlsWire<'a, Outbox>),
 }
 
 impl Transport for AnyTransport {
@@ -185,19 +201,23 @@ mod tls {
     use crate::tls;
     use std::io::{self, Read, Write};
 
-    /// A TLS connection's writing half: the session's state and the socket's writer. One
-    /// [`tls::Stream`] per turn borrows both with the bytes the reader handed over.
-    pub(crate) struct TlsTransport {
+    /// A TLS connection's writing half: the session's state and where its records go (the
+    /// socket's writer, or the client's outbox). One [`tls::Stream`] per turn borrows both
+    /// with the bytes the reader handed over.
+    pub(crate) struct TlsTransport<S = DeadlineWriter> {
         pub(crate) session: tls::Session,
-        pub(crate) sink: DeadlineWriter,
+        pub(crate) sink: S,
     }
 
-    impl Transport for TlsTransport {
-        type Wire<'a> = TlsWire<'a>;
+    impl<S: Write> Transport for TlsTransport<S> {
+        type Wire<'a>
+            = TlsWire<'a, S>
+        where
+            S: 'a;
 
         const SAYS_GOODBYE: bool = true;
 
-        fn wire<'a>(&'a mut self, input: &'a [u8], boundary: &'a mut Boundary) -> TlsWire<'a> {
+        fn wire<'a>(&'a mut self, input: &'a [u8], boundary: &'a mut Boundary) -> TlsWire<'a, S> {
             TlsWire {
                 stream: self.session.stream(input, &mut self.sink),
                 boundary,
@@ -210,18 +230,18 @@ mod tls {
     }
 
     /// One turn's TLS stream, with the boundary fed the plaintext the context reads.
-    pub(crate) struct TlsWire<'a> {
-        stream: tls::Stream<'a, DeadlineWriter>,
+    pub(crate) struct TlsWire<'a, S: Write> {
+        stream: tls::Stream<'a, S>,
         boundary: &'a mut Boundary,
     }
 
-    impl AtRest for TlsWire<'_> {
+    impl<S: Write> AtRest for TlsWire<'_, S> {
         fn at_rest(&self) -> bool {
             self.boundary.at_rest()
         }
     }
 
-    impl Read for TlsWire<'_> {
+    impl<S: Write> Read for TlsWire<'_, S> {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             match self.stream.read(buf) {
                 // The peer's close_notify: nothing more to decrypt. The reading thread sees
@@ -236,7 +256,7 @@ mod tls {
         }
     }
 
-    impl Write for TlsWire<'_> {
+    impl<S: Write> Write for TlsWire<'_, S> {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.stream.write(buf).map_err(write_timeout)
         }
