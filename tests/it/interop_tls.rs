@@ -356,7 +356,8 @@ fn go_client_with_certificate_to_wsecho_serve_client_ca() {
     let mut cmd = peer_client("go-echo-client", &wss_url(&server), &c.ca);
     cmd.args(["-cert", p(&c.client), "-key", p(&c.client_key)]);
     client_passes("go-echo-client -cert", cmd, &server);
-    let log = server.log_text();
+    // The log reaches its file within its flush delay, not at once.
+    let log = server.wait_for_log("wsecho test client", Duration::from_secs(10));
     assert!(
         log.lines()
             .any(|l| l.contains("open ") && l.contains("wsecho test client")),
