@@ -3,10 +3,10 @@
 # `perf stat` over the server's process (software events: they work in VMs without hardware
 # counters), its user/system split from /proc, and loadgen's MB/s.
 #
-#   cargo build --release --examples && cargo build --release
+#   cargo build --release --workspace
 #   bash bench/cpu-pairs.sh [--rounds 6] [--conns 16] [--size 65536] [--count 1000] \
 #       "wsecho=target/release/wsecho serve --quiet --addr ADDR" \
-#       "reference=target/release/examples/reference_server ADDR"
+#       "reference=target/release/reference_server ADDR"
 #
 # ADDR is replaced by a fresh loopback address per run; every run starts a fresh server.
 # Binary messages; `--count` is per connection. Prints one line per run, then per server the
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-loadgen="$root/target/release/examples/loadgen"
+loadgen="$root/target/release/loadgen"
 rounds=6 conns=16 size=65536 count=1000
 while (($#)); do
     case "$1" in
@@ -28,7 +28,7 @@ while (($#)); do
     esac
 done
 (($# == 2)) || { echo "need two NAME=CMD servers" >&2; exit 2; }
-[ -x "$loadgen" ] || { echo "missing $loadgen: cargo build --release --examples" >&2; exit 1; }
+[ -x "$loadgen" ] || { echo "missing $loadgen: cargo build --release --workspace" >&2; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 port=$((20000 + RANDOM % 10000))
