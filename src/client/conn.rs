@@ -179,6 +179,24 @@ fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<Tcp
             source: e,
         })?
         .collect();
+    connect_first(addrs, deadline).map_err(|last| match last {
+        Some((addr, e)) if e.kind() != io::ErrorKind::TimedOut => {
+            Error::Connect { addr, source: e }
+        }
+        _ => Error::ConnectTimeout {
+            url: target.url.clone(),
+            after: timeout,
+        },
+    })
+}
+
+/// TCP to the first of `addrs` that answers before `deadline`, with Nagle off (every frame is
+/// a message someone waits for). The error is the last address's failure, or `None` when the
+/// deadline left no time to try one.
+pub(super) fn connect_first(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    deadline: Instant,
+) -> Result<TcpStream, Option<(SocketAddr, io::Error)>> {
     let mut last = None;
     for addr in addrs {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -193,15 +211,7 @@ fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<Tcp
             Err(e) => last = Some((addr, e)),
         }
     }
-    Err(match last {
-        Some((addr, e)) if e.kind() != io::ErrorKind::TimedOut => {
-            Error::Connect { addr, source: e }
-        }
-        _ => Error::ConnectTimeout {
-            url: target.url.clone(),
-            after: timeout,
-        },
-    })
+    Err(last)
 }
 
 /// Runs tungstenite's client handshake over `io` (the socket, or a TLS session over it)

@@ -377,18 +377,7 @@ fn connect(proxy: &Proxy, deadline: Deadline) -> Result<TcpStream, ProxyErrorKin
     let addrs = (proxy.host.as_str(), proxy.port)
         .to_socket_addrs()
         .map_err(ProxyErrorKind::Resolve)?;
-    let mut last = None;
-    for addr in addrs {
-        let Ok(left) = deadline.left() else { break };
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Err(e) => last = Some((addr, e)),
-        }
-    }
-    Err(match last {
+    super::conn::connect_first(addrs, deadline.at).map_err(|last| match last {
         Some((addr, e)) if e.kind() != io::ErrorKind::TimedOut => {
             ProxyErrorKind::Unreachable(addr, e)
         }
