@@ -40,14 +40,7 @@ pub fn client_config(
     let builder = match trust {
         Trust::System => builder.with_root_certificates(system_roots()?),
         Trust::File(path) => {
-            let mut roots = RootCertStore::empty();
-            let (added, _ignored) = roots.add_parsable_certificates(pem::certificates(path)?);
-            if added == 0 {
-                return Err(pem::problem(
-                    path,
-                    FileProblem::Unusable("no usable CA certificate in it".into()),
-                ));
-            }
+            let roots = pem::roots(path)?;
             builder.with_root_certificates(roots)
         }
         Trust::Insecure => builder

@@ -25,6 +25,21 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> 
     Ok(certs)
 }
 
+/// The CA certificates in the PEM file at `path`, as the roots to verify peers against: a
+/// server's (a client given its own CA file) or clients' (mutual TLS). An error if none is
+/// usable.
+pub(crate) fn roots(path: &Path) -> Result<rustls::RootCertStore, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certificates(path)?);
+    if added == 0 {
+        return Err(problem(
+            path,
+            FileProblem::Unusable("no usable CA certificate in it".into()),
+        ));
+    }
+    Ok(roots)
+}
+
 /// The first private key in the PEM file at `path`: PKCS#8, PKCS#1 RSA or SEC1 EC.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let text = read(path)?;

@@ -4,8 +4,8 @@
 use super::error::{Error, FileProblem};
 use super::reload::CertSlot;
 use super::{ALPN_HTTP_1_1, pem, provider};
+use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,14 +39,7 @@ impl ServerTls {
         let builder = match &files.client_ca {
             None => builder.with_no_client_auth(),
             Some(path) => {
-                let mut roots = RootCertStore::empty();
-                let (added, _ignored) = roots.add_parsable_certificates(pem::certificates(path)?);
-                if added == 0 {
-                    return Err(pem::problem(
-                        path,
-                        FileProblem::Unusable("no usable CA certificate in it".into()),
-                    ));
-                }
+                let roots = pem::roots(path)?;
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                     .build()
                     .map_err(|e| pem::problem(path, FileProblem::Unusable(e.to_string())))?;
