@@ -4,7 +4,6 @@
 mod cli;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wsecho::client;
 use wsecho::log::Log;
@@ -137,23 +136,24 @@ fn dial(args: pico_args::Arguments) -> Result<ExitCode, cli::Usage> {
     if let Err(e) = sys::on_signals(move |_| on_signal()) {
         return fail(format!("cannot handle Ctrl-C: {e}"));
     }
-    match client::run(&config, interrupt, &OPEN) {
+    match client::run(&config, interrupt, &PROGRESS) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => fail(cli::client_error(&e)),
     }
 }
 
-/// Set by [`client::run`] once the connection is open: before that, Ctrl-C has nothing to
-/// close.
-static OPEN: AtomicBool = AtomicBool::new(false);
+/// Kept by [`client::run`]: whether the connection is open, and the `--stats` summary it
+/// still owes.
+static PROGRESS: client::Progress = client::Progress::new();
 
 /// What Ctrl-C does in dial. Before the connection is open (a DNS lookup, TCP connect or
-/// handshake that hangs) there is nothing to close, so dial ends at once with status 1
-/// instead of after `--connect-timeout`; once it is open, `run`'s select loop gets the
-/// interrupt, sends Close 1000 and waits for the server.
+/// handshake that hangs), or between two with `--reconnect`, there is nothing to close, so
+/// dial ends at once with status 1 instead of after `--connect-timeout` or the wait, once
+/// `interrupt` has printed the `--stats` summary; while one is open, `run`'s select loop
+/// gets the interrupt, sends Close 1000 and waits for the server.
 fn on_interrupt(interrupt: crossbeam_channel::Sender<()>) -> impl Fn() {
     move || {
-        if OPEN.load(Ordering::SeqCst) {
+        if PROGRESS.interrupt() {
             let _ = interrupt.try_send(());
         } else {
             eprintln!("wsecho: interrupted before the connection was open");

@@ -60,7 +60,8 @@ pub enum Error {
         /// How many messages were waiting for their echo.
         waiting: usize,
     },
-    /// Ctrl-C came between two connections, with nothing open to close.
+    /// Ctrl-C came while no connection was open (between two, or during a connect), with
+    /// nothing to close.
     Interrupted,
     /// Probes went out and not all of them came back.
     Unanswered {

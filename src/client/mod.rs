@@ -10,6 +10,7 @@
 mod conn;
 mod error;
 mod handshake;
+mod progress;
 pub mod proxy;
 mod reconnect;
 mod resend;
@@ -18,6 +19,7 @@ pub mod target;
 
 pub use conn::{Incoming, Options, Reader, Timings, Writer, connect, connect_timed};
 pub use error::Error;
+pub use progress::Progress;
 pub use proxy::{Proxy, ProxyChoice, ProxyEnv, ProxyError, ProxySource};
 pub use reconnect::RESET_AFTER;
 pub use stats::MIN_SIZE as MIN_PROBE_SIZE;
@@ -117,10 +119,11 @@ enum End {
 }
 
 /// Dials, runs the select loop until the connection ends or `interrupt` fires, and returns
-/// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout. `open` is
-/// true while a connection is open: otherwise an interrupt has nothing to close, and the
-/// caller may rather end at once than wait for the connect timeout or the next reconnect.
-pub fn run(config: &Config, interrupt: Receiver<()>, open: &AtomicBool) -> Result<(), Error> {
+/// `Ok` for a normal end (exit 0). Diagnostics go to stderr, messages to stdout. `progress`
+/// tells the caller's Ctrl-C handling whether a connection is open: otherwise an interrupt
+/// has nothing to close, and the caller may rather end at once (see [`Progress`]) than wait
+/// for the connect timeout or the next reconnect.
+pub fn run(config: &Config, interrupt: Receiver<()>, progress: &Progress) -> Result<(), Error> {
     match config.options.proxy.for_target(&config.target) {
         Ok(Some(proxy)) => eprintln!("connecting to {} via {proxy}", config.target.url),
         _ => eprintln!("connecting to {}", config.target.url),
@@ -128,11 +131,12 @@ pub fn run(config: &Config, interrupt: Receiver<()>, open: &AtomicBool) -> Resul
     let current = Arc::new(Mutex::new(None));
     let stop = watch_interrupt(interrupt, current.clone()).map_err(Error::Io)?;
     let mut dial = Dial::new(config);
-    let result = dial.run(&stop, &current, open);
+    progress.start(dial.probes.clone(), &config.target.url);
+    let result = dial.run(&stop, &current, progress);
+    progress.finish();
     let Some(probes) = &dial.probes else {
         return result;
     };
-    let _ = probes.summary(&mut io::stdout().lock(), &config.target.url);
     match probes.counts() {
         (sent, received) if result.is_ok() && received < sent => {
             Err(Error::Unanswered { sent, received })
@@ -209,7 +213,7 @@ impl<'a> Dial<'a> {
         &mut self,
         stop: &Stop,
         current: &Mutex<Option<Writer>>,
-        open: &AtomicBool,
+        progress: &Progress,
     ) -> Result<(), Error> {
         let mut backoff = self
             .config
@@ -228,8 +232,11 @@ impl<'a> Dial<'a> {
                         _ => return Err(e),
                     },
                 };
+            if !progress.opened() {
+                // Ctrl-C came during the connect, and the process is ending.
+                return Err(Error::Interrupted);
+            }
             let opened = Instant::now();
-            open.store(true, Ordering::SeqCst);
             *lock(current) = Some(writer.clone());
             if let Some(probes) = &self.probes {
                 probes.connected(timings);
@@ -257,11 +264,12 @@ impl<'a> Dial<'a> {
             let Some(backoff) = backoff.as_mut().filter(|_| heals) else {
                 return server_ended(Some(done));
             };
-            // The next connection's reader must be the only one taking echoes off the queue.
-            open.store(false, Ordering::SeqCst);
             *lock(current) = None;
             writer.cut();
+            // The next connection's reader must be the only one taking echoes off the queue;
+            // and once this one is gone, a summary Ctrl-C writes is the last line on stdout.
             let _ = reading.join();
+            progress.closed();
             self.echoed += self.echoes.try_iter().count() as u64;
             if self.in_flight.is_none() && self.probes.is_none() {
                 // A tick lost with its connection is made up for by the next one.

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -528,14 +528,16 @@ fn read_in_background(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8
 
 // ---- a command running beside the test -------------------------------------------------------
 
-/// A process running in the background, its stdout read line by line as it comes; killed on
-/// drop.
+/// A process running in the background, its stdout read line by line as it comes and its
+/// stderr gathered as it comes; killed on drop.
 pub struct Running {
     what: String,
     child: KillOnDrop,
     lines: mpsc::Receiver<String>,
     stdout: Option<JoinHandle<String>>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
+    /// What the process has written to stderr so far.
+    stderr_seen: Arc<Mutex<Vec<u8>>>,
+    stderr: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -573,12 +575,23 @@ impl Running {
                 let _ = tx.send(text);
             }
         });
-        let stderr = read_in_background(child.stderr.take().expect("stderr pipe"));
+        let stderr_seen = Arc::new(Mutex::new(Vec::new()));
+        let seen = stderr_seen.clone();
+        let mut err = child.stderr.take().expect("stderr pipe");
+        let stderr = thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = err.read(&mut chunk) {
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..n]);
+            }
+        });
         Running {
             what: what.to_string(),
             child,
             lines,
             stdout: Some(stdout),
+            stderr_seen,
             stderr: Some(stderr),
         }
     }
@@ -603,6 +616,38 @@ impl Running {
                 );
             }
         }
+    }
+
+    /// Waits for a whole line on stderr that contains `needle`, and returns it (without its
+    /// newline); panics after `limit`, showing what the process said.
+    pub fn stderr_line(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let seen = self.stderr_text();
+            let found = seen
+                .split_inclusive('\n')
+                .filter_map(|l| l.strip_suffix('\n'))
+                .find(|l| l.contains(needle));
+            if let Some(line) = found {
+                return line.to_string();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait after kill");
+                let done = self.collect(status);
+                panic!(
+                    "{}: no {needle:?} line on stderr within {limit:?}\n{}",
+                    self.what,
+                    done.describe()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        let seen = self.stderr_seen.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&seen).into_owned()
     }
 
     /// Waits for the process to exit (panics after `limit`); returns its output and when
@@ -640,11 +685,12 @@ impl Running {
                 .take()
                 .map(|h| h.join().unwrap())
                 .unwrap_or_default(),
-            stderr: self
-                .stderr
-                .take()
-                .map(|h| String::from_utf8_lossy(&h.join().unwrap()).into_owned())
-                .unwrap_or_default(),
+            stderr: {
+                if let Some(reader) = self.stderr.take() {
+                    reader.join().unwrap();
+                }
+                self.stderr_text()
+            },
         }
     }
 }

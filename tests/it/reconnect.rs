@@ -18,7 +18,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 /// `wsecho serve --quiet` on 127.0.0.1:`port`, ready, killed on drop.
-fn serve_on(port: u16, name: &str) -> Server {
+pub(crate) fn serve_on(port: u16, name: &str) -> Server {
     let mut cmd = Command::new(wsecho());
     cmd.args(["serve", "--quiet", "--addr", &format!("127.0.0.1:{port}")]);
     Server::start(name, cmd, port)

@@ -1,8 +1,9 @@
 //! `wsecho dial --stats`: ping-style lines per echo, the summary, and the exit status, against
 //! `wsecho serve` and an in-test peer that loses a probe.
 
-use crate::common::{Finished, Running, run};
+use crate::common::{Finished, Running, free_port, run};
 use crate::dial::{LIMIT, PEER_LIMIT, accept_within, assert_exit, dial};
+use crate::reconnect::serve_on;
 use std::net::TcpListener;
 use std::thread;
 use tungstenite::Message;
@@ -38,6 +39,29 @@ fn summary(done: &Finished, url: &str) -> String {
         .split_once(&header)
         .unwrap_or_else(|| panic!("no summary: {}", done.describe()));
     summary.to_string()
+}
+
+/// The one summary of a run that Ctrl-C ended: its sent and received counts. Fails unless
+/// the summary comes once, last, after any echo lines.
+fn interrupted_summary(done: &Finished, url: &str) -> (u64, u64) {
+    assert_eq!(
+        done.stdout.matches(" statistics ---").count(),
+        1,
+        "one summary: {}",
+        done.describe()
+    );
+    let summary = summary(done, url);
+    assert!(
+        summary.lines().all(|l| !l.contains(" bytes from ")),
+        "an echo line after the summary: {}",
+        done.describe()
+    );
+    let (sent, rest) = summary.split_once(" sent, ").expect("sent");
+    let (received, _) = rest.split_once(" received").expect("received");
+    (
+        sent.parse().expect("sent count"),
+        received.parse().expect("received count"),
+    )
 }
 
 /// `a/b/c/d` after `label = ` in `text`, each a number of ms with three decimals.
@@ -170,6 +194,84 @@ fn sigint_ends_the_probes_with_the_summary() {
     let (received, _) = rest.split_once(" received").expect("received");
     assert!(sent.parse::<u64>().unwrap() >= 3, "{summary}");
     assert_eq!(sent, received, "{summary}");
+}
+
+#[test]
+fn sigint_while_waiting_to_reconnect_prints_the_summary_once_and_exits_1() {
+    let port = free_port();
+    let server = serve_on(port, "stats-reconnect-sigint");
+    let url = format!("ws://127.0.0.1:{port}/echo");
+    let mut client = Running::start(
+        "wsecho dial --stats --reconnect",
+        dial(&[
+            &url,
+            "--stats",
+            "--reconnect",
+            "--reconnect-max",
+            "5",
+            "--count",
+            "1000",
+            "--interval",
+            "0.05",
+        ]),
+    );
+    for _ in 0..3 {
+        client.next_line(LIMIT);
+    }
+    server.signal(libc::SIGKILL);
+    drop(server);
+    // Nothing listens on the port now: each attempt is refused at once, so from the fourth
+    // on dial spends its time in a wait of 0.4 s or more, where the signal lands.
+    client.stderr_line("reconnecting in", LIMIT);
+    client.stderr_line("(attempt 4)", LIMIT);
+    client.sigint();
+    let (done, _) = client.wait(LIMIT);
+    assert_exit(&done, 1);
+    let (sent, received) = interrupted_summary(&done, &url);
+    assert!(received >= 3 && sent >= received, "{}", done.describe());
+    assert!(
+        summary(&done, &url).contains("first connection: connect "),
+        "{}",
+        done.describe()
+    );
+    assert!(done.stderr.contains("interrupted"), "{}", done.describe());
+}
+
+#[test]
+fn sigint_before_the_first_connection_prints_an_empty_summary_and_exits_1() {
+    // Nothing listens: dial --reconnect waits and tries again, never connecting.
+    let url = format!("ws://127.0.0.1:{}/echo", free_port());
+    let mut client = Running::start(
+        "wsecho dial --stats --reconnect",
+        dial(&[&url, "--stats", "--reconnect", "--reconnect-max", "5"]),
+    );
+    client.stderr_line("(attempt 3)", LIMIT);
+    client.sigint();
+    let (done, _) = client.wait(LIMIT);
+    assert_exit(&done, 1);
+    assert_eq!(interrupted_summary(&done, &url), (0, 0));
+    assert!(
+        summary(&done, &url) == "0 sent, 0 received, 0.0% loss\n",
+        "{}",
+        done.describe()
+    );
+}
+
+#[test]
+fn sigint_during_a_hanging_handshake_prints_the_summary_and_exits_1() {
+    // A listener that accepts and never answers: dial waits for the upgrade.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local_addr").port();
+    let url = format!("ws://127.0.0.1:{port}/echo");
+    let client = Running::start(
+        "wsecho dial --stats",
+        dial(&[&url, "--stats", "--connect-timeout", "60"]),
+    );
+    let _held = accept_within(&listener, PEER_LIMIT);
+    client.sigint();
+    let (done, _) = client.wait(LIMIT);
+    assert_exit(&done, 1);
+    assert_eq!(interrupted_summary(&done, &url), (0, 0));
 }
 
 #[test]
