@@ -345,6 +345,7 @@ pub(crate) fn dial(mut args: pico_args::Arguments) -> Result<Option<client::Conf
     let reconnect = reconnect.then(|| client::Reconnect {
         max_wait: reconnect_max.unwrap_or(Duration::from_secs(30)),
         window: window.unwrap_or(1024),
+        explain: client_error,
     });
     Ok(Some(client::Config {
         target,

@@ -78,6 +78,11 @@ pub struct Reconnect {
     /// With [`Input::Lines`]: lines that may wait for their echo at once. At this many, dial
     /// reads no more input until echoes come back, so memory stays bounded.
     pub window: usize,
+    /// How the line that announces each attempt words the error that caused it: as the
+    /// caller would word it had that error ended the run (a command line adds hints that
+    /// name its flags, which the library does not know), so both say the same.
+    /// `Error::to_string` gives the library's own words.
+    pub explain: fn(&Error) -> String,
 }
 
 /// What the client sends.
@@ -300,6 +305,10 @@ impl<'a> Dial<'a> {
         why: &Error,
         stop: &Stop,
     ) -> Result<(), Error> {
+        let why = match &self.config.reconnect {
+            Some(reconnect) => (reconnect.explain)(why),
+            None => why.to_string(),
+        };
         let (attempt, wait) = backoff.next();
         let ms = wait.as_millis();
         eprintln!(

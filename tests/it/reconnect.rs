@@ -395,3 +395,36 @@ fn the_window_bounds_lines_in_flight_and_what_is_read_from_stdin() {
     let read = fed.load(Ordering::SeqCst);
     assert!(read < 1 << 20, "dial took {read} bytes of stdin: {stderr}");
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn a_reconnect_line_says_what_the_final_error_would_with_its_hint() {
+    // A listener nobody accepts from: the kernel completes the TCP handshake and nothing
+    // answers the ClientHello, so the TLS handshake times out. That heals (the server may
+    // be starting), and the CLI's message for it names --connect-timeout.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().expect("local_addr").port();
+    let url = format!("wss://127.0.0.1:{port}/echo");
+    let ca = crate::tls::certs().ca.to_str().expect("UTF-8 path");
+    let args = [url.as_str(), "--ca", ca, "--connect-timeout", "0.2"];
+    let once = run("wsecho dial wss://", &mut dial(&args), None, LIMIT);
+    once.assert_no_panic();
+    assert_exit(&once, 1);
+    let last = one_diagnostic(&once);
+    let final_error = last.strip_prefix("wsecho: ").unwrap_or(&last);
+    assert!(
+        final_error.contains("--connect-timeout"),
+        "{}",
+        once.describe()
+    );
+    let mut client = crate::common::Running::start(
+        "wsecho dial wss:// --reconnect",
+        dial(&[&args[..], &["--reconnect", "--reconnect-max", "0.2"][..]].concat()),
+    );
+    let line = client.stderr_line("reconnecting in", LIMIT);
+    let (why, _) = line
+        .split_once("; reconnecting in")
+        .expect("reconnect line");
+    assert_eq!(why, final_error);
+    drop(listener);
+}
