@@ -99,10 +99,12 @@ Options:
   --origin URL              send this Origin header
   --subprotocol NAME        ask for this subprotocol
   --connect-timeout SECS    for connecting and the handshake [default: 10]
-  --proxy URL               connect through this proxy: http://, socks5:// or
-                            socks5h:// (the proxy resolves names), user:pass@ for
-                            credentials; '' for none [default: from HTTP_PROXY,
-                            HTTPS_PROXY, ALL_PROXY, NO_PROXY, never for localhost]
+  --proxy URL               connect through this proxy: http://, https:// (TLS to
+                            the proxy, checked against the system's roots),
+                            socks5:// or socks5h:// (the proxy resolves names),
+                            user:pass@ for credentials; '' for none [default: from
+                            HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY, never
+                            for localhost]
   --ping-interval SECS      ping a quiet server; give up after two silent
                             intervals [default: 30]
   --max-message BYTES       largest message accepted [default: 16M]
@@ -509,7 +511,29 @@ pub(crate) fn client_error(e: &client::Error) -> String {
         ),
         #[cfg(feature = "tls")]
         client::Error::Tls(tls) => format!("{e}{}", tls_hint(tls)),
+        #[cfg(feature = "tls")]
+        client::Error::Proxy(client::ProxyError {
+            kind: client::proxy::ProxyErrorKind::Tls(tls),
+            ..
+        }) => format!("{e}{}", proxy_tls_hint(tls)),
         other => other.to_string(),
+    }
+}
+
+/// What to do about a failure of TLS to an `https://` proxy: its certificate is checked
+/// against the system's roots whatever the flags say, since `--ca` and `--insecure` are for
+/// the target.
+#[cfg(feature = "tls")]
+fn proxy_tls_hint(e: &wsecho::tls::Error) -> &'static str {
+    use wsecho::tls::Error as E;
+    match e {
+        E::UnknownIssuer => {
+            " (the proxy's certificate is checked against the system's roots: to trust its CA point SSL_CERT_FILE at it; --ca is for the target only)"
+        }
+        E::NameMismatch { .. } => " (name the proxy by one of the names its certificate has)",
+        E::Expired | E::NotYetValid => " (the proxy needs a current certificate)",
+        E::NoUsableRoots { .. } => " (install the system's CA certificates, or set SSL_CERT_FILE)",
+        _ => "",
     }
 }
 

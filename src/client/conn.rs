@@ -6,7 +6,7 @@ use super::handshake;
 use super::proxy::{self, ProxyChoice};
 use super::target::Target;
 use crate::link::{
-    AnyTransport, DeadlineWriter, Outbox, OutboxLink, ReadBuf, ReadTimeout, Session,
+    AnyTransport, DeadlineWriter, Outbox, OutboxLink, ReadBuf, ReadTimeout, Session, Transport as _,
 };
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -82,22 +82,19 @@ pub fn connect_timed(
     let started = Instant::now();
     let deadline = started + options.connect_timeout;
     let request = target.request(&options.headers).map_err(Error::Target)?;
-    let stream = Arc::new(open_tcp(target, options, deadline)?);
+    let tunnel = open_tcp(target, options, deadline)?;
+    let stream = Arc::new(tunnel.stream);
     let connected = Instant::now();
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(1));
     stream.set_read_timeout(Some(left)).map_err(Error::Io)?;
     stream.set_write_timeout(Some(left)).map_err(Error::Io)?;
-    let (surplus, transport, tls_time) = match target.secure() {
-        #[cfg(feature = "tls")]
-        true => tls_handshakes(&stream, request, target, options, deadline)?,
-        _ => (
-            handshake(&stream, &*stream, request, target, deadline)?,
-            AnyTransport::Plain(Outbox::default()),
-            None,
-        ),
-    };
+    #[cfg(feature = "tls")]
+    let (surplus, mut transport, tls_time) =
+        handshakes(&stream, tunnel.tls, request, target, options, deadline)?;
+    #[cfg(not(feature = "tls"))]
+    let (surplus, mut transport, tls_time) = plain_handshake(&stream, request, target, deadline)?;
     let timings = Timings {
         connect: connected - started,
         tls: tls_time,
@@ -110,9 +107,10 @@ pub fn connect_timed(
         .set_write_timeout(Some(options.ping_interval))
         .map_err(Error::Io)?;
     let config = crate::link::config(options.max_message, options.max_message);
-    // The bytes that came behind the 101 are the reader's first input, not the context's, so
-    // they go through the same path as every later read.
+    // The bytes that came behind the 101 are read by the reader's first turn, not by the
+    // context on its own, so they go through the same path as every later read.
     let ctx = WebSocketContext::new(Role::Client, Some(config));
+    let early = transport.first_input(surplus);
     let link = Arc::new(OutboxLink::new(
         ctx,
         Role::Client,
@@ -128,46 +126,77 @@ pub fn connect_timed(
         ping_interval: options.ping_interval,
         pinged: false,
         read_timeout: ReadTimeout::new(),
-        early: surplus,
+        early,
     };
     Ok((reader, Writer { link, stream }, timings))
 }
 
-/// The TLS handshake (SNI and the name checked: the URL's host), then the WebSocket one
-/// inside it, both by the connect deadline. Returns what came behind the 101, and the
-/// transport that carries the connection from then on.
-#[cfg(feature = "tls")]
-fn tls_handshakes(
+/// The WebSocket handshake straight on the socket (`ws://`, directly or through a plain
+/// tunnel). Returns what came behind the 101 and the transport from then on.
+fn plain_handshake(
     stream: &Arc<TcpStream>,
+    request: Request,
+    target: &Target,
+    deadline: Instant,
+) -> Result<(Vec<u8>, AnyTransport, Option<Duration>), Error> {
+    let surplus = handshake(stream, &**stream, request, target, deadline)?;
+    Ok((surplus, AnyTransport::Plain(Outbox::default()), None))
+}
+
+/// The handshakes, all by the connect deadline: for `wss://` the TLS handshake with the
+/// target (SNI and the name checked: the URL's host), then the WebSocket one inside it; with
+/// an `https://` proxy (`outer`, its own handshake done) both run inside the proxy's session.
+/// Returns what came behind the 101, the transport that carries the connection from then on,
+/// and how long the target's TLS handshake took.
+#[cfg(feature = "tls")]
+fn handshakes(
+    stream: &Arc<TcpStream>,
+    outer: Option<crate::tls::Session>,
     request: Request,
     target: &Target,
     options: &Options,
     deadline: Instant,
 ) -> Result<(Vec<u8>, AnyTransport, Option<Duration>), Error> {
-    use crate::link::{TlsTransport, UntilDeadline};
+    use crate::link::{NestedTransport, TlsTransport, UntilDeadline};
     use crate::tls;
+    let until = || UntilDeadline::new(stream, deadline);
+    let tls_transport = |session| {
+        AnyTransport::Tls(Box::new(TlsTransport {
+            session,
+            sink: Outbox::default(),
+        }))
+    };
+    let mut outer = match (target.secure(), outer) {
+        (false, None) => return plain_handshake(stream, request, target, deadline),
+        // The proxy's session is the only TLS.
+        (false, Some(mut outer)) => {
+            let surplus = handshake(stream, outer.blocking(until()), request, target, deadline)?;
+            return Ok((surplus, tls_transport(outer), None));
+        }
+        (true, outer) => outer,
+    };
     let config =
         tls::client_config(&options.trust, options.identity.as_ref()).map_err(Error::Tls)?;
     let mut session = tls::Session::client(config, &target.host).map_err(Error::Tls)?;
     let started = Instant::now();
-    session.handshake(stream, deadline).map_err(Error::Tls)?;
-    let tls_time = started.elapsed();
-    let mut surplus = handshake(
-        stream,
-        session.blocking(UntilDeadline::new(stream, deadline)),
-        request,
-        target,
-        deadline,
-    )?;
-    session.take_plaintext(&mut surplus);
-    let transport = AnyTransport::Tls(Box::new(TlsTransport {
-        session,
-        sink: Outbox::default(),
-    }));
-    Ok((surplus, transport, Some(tls_time)))
+    match outer.as_mut() {
+        None => session.handshake(stream, deadline),
+        Some(outer) => session.handshake_over(outer.blocking(until())),
+    }
+    .map_err(Error::Tls)?;
+    let tls_time = Some(started.elapsed());
+    let Some(mut outer) = outer else {
+        let surplus = handshake(stream, session.blocking(until()), request, target, deadline)?;
+        return Ok((surplus, tls_transport(session), tls_time));
+    };
+    let inside = session.blocking(outer.blocking(until()));
+    let surplus = handshake(stream, inside, request, target, deadline)?;
+    let nested = NestedTransport::new(session, outer);
+    Ok((surplus, AnyTransport::Nested(Box::new(nested)), tls_time))
 }
 
-fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<TcpStream, Error> {
+/// The connection that carries the target's bytes: straight to it, or a proxy's tunnel.
+fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<proxy::Tunnel, Error> {
     let timeout = options.connect_timeout;
     if let Some(via) = options.proxy.for_target(target).map_err(Error::Proxy)? {
         return proxy::tunnel(&via, target, deadline, timeout).map_err(Error::Proxy);
@@ -179,7 +208,7 @@ fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<Tcp
             source: e,
         })?
         .collect();
-    connect_first(addrs, deadline).map_err(|last| match last {
+    let stream = connect_first(addrs, deadline).map_err(|last| match last {
         Some((addr, e)) if e.kind() != io::ErrorKind::TimedOut => {
             Error::Connect { addr, source: e }
         }
@@ -187,7 +216,8 @@ fn open_tcp(target: &Target, options: &Options, deadline: Instant) -> Result<Tcp
             url: target.url.clone(),
             after: timeout,
         },
-    })
+    })?;
+    Ok(proxy::Tunnel::plain(stream))
 }
 
 /// TCP to the first of `addrs` that answers before `deadline`, with Nagle off (every frame is
@@ -393,8 +423,8 @@ pub struct Reader {
     ping_interval: Duration,
     pinged: bool,
     read_timeout: ReadTimeout,
-    /// The bytes that came with the 101: the first input.
-    early: Vec<u8>,
+    /// The input of a first turn that reads what came with the 101, until it has run.
+    early: Option<Vec<u8>>,
 }
 
 impl Reader {
@@ -414,8 +444,7 @@ impl Reader {
 
     /// One read from the socket, handed to the context; queues what it completes.
     fn fill(&mut self) -> Result<(), Error> {
-        if !self.early.is_empty() {
-            let early = std::mem::take(&mut self.early);
+        if let Some(early) = self.early.take() {
             let (queue, close) = (&mut self.queue, &mut self.close);
             let turn = self.link.with(&early, |s| take_messages(s, queue, close));
             return self.after_turn(turn);

@@ -47,9 +47,9 @@ pub(crate) use session::{Link, Session};
 pub(crate) use timeout::ReadTimeout;
 #[cfg(feature = "tls")]
 pub(crate) use timeout::UntilDeadline;
-#[cfg(feature = "tls")]
-pub(crate) use wire::TlsTransport;
 pub(crate) use wire::{AnyTransport, Transport};
+#[cfg(feature = "tls")]
+pub(crate) use wire::{NestedTransport, TlsTransport};
 
 use tungstenite::protocol::WebSocketConfig;
 

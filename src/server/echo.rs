@@ -40,7 +40,7 @@ pub(crate) struct Conn<'a, W> {
     /// The subject of the certificate the client presented (mutual TLS), for the log.
     pub(crate) subject: Option<String>,
     pub(crate) ctx: WebSocketContext,
-    /// Bytes that came behind the upgrade request: the loop's first input.
+    /// Bytes that came behind the upgrade request, as the request's reader read them ahead.
     pub(crate) early: Vec<u8>,
     pub(crate) peer: super::forwarded::Peer,
     pub(crate) limits: &'a Limits,
@@ -64,7 +64,7 @@ enum End {
 pub(crate) fn serve<W: Transport + Send + 'static>(conn: Conn<'_, W>) {
     let Conn {
         stream,
-        transport,
+        mut transport,
         subject,
         ctx,
         early,
@@ -75,6 +75,7 @@ pub(crate) fn serve<W: Transport + Send + 'static>(conn: Conn<'_, W>) {
         tracker,
         ticket,
     } = conn;
+    let first = transport.first_input(early);
     let link = Arc::new(Link::new(ctx, Role::Server, transport));
     ticket.register(link.clone());
     match subject {
@@ -91,7 +92,7 @@ pub(crate) fn serve<W: Transport + Send + 'static>(conn: Conn<'_, W>) {
         grown: false,
         hung_up: false,
     };
-    let end = echo.run(early);
+    let end = echo.run(first);
     if matches!(end, End::ClosedByServer(..) | End::Closed(_)) && !echo.hung_up {
         // Our Close (or our reply to the peer's) is written; let the peer read it rather than
         // a reset, should it have sent more behind its Close.
@@ -149,14 +150,14 @@ enum Wait {
 }
 
 impl<W: Transport> Echo<'_, W> {
-    fn run(&mut self, early: Vec<u8>) -> End {
-        if !early.is_empty() {
+    /// Runs the loop; a `first` turn reads what came with the upgrade request.
+    fn run(&mut self, first: Option<Vec<u8>>) -> End {
+        if let Some(early) = first {
             let link = self.link;
             if let Turn::Ended(end) = link.with(&early, |session| self.turn(session)) {
                 return end;
             }
         }
-        drop(early);
         let mut buf = ReadBuf::new();
         let mut wait = Wait::Ping;
         let mut read_timeout = ReadTimeout::new();

@@ -361,10 +361,9 @@ fn handle_tls(
         let mut io = session.blocking(UntilDeadline::new(&stream, deadline));
         front(shared, &stream, &mut io, peer, deadline)
     };
-    let Some((ctx, mut early, peer)) = front else {
+    let Some((ctx, early, peer)) = front else {
         return;
     };
-    session.take_plaintext(&mut early);
     // The TLS handshake left what remained of its deadline as the write timeout: set the
     // echo loop's own whatever its value.
     if stream

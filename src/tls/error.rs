@@ -95,10 +95,7 @@ impl fmt::Display for Error {
             }
             Error::BadServerName(host) => write!(f, "{host:?} is not a valid TLS server name"),
             Error::UnknownIssuer => {
-                write!(
-                    f,
-                    "the server's certificate is not issued by a trusted authority"
-                )
+                write!(f, "the certificate is not issued by a trusted authority")
             }
             Error::NameMismatch {
                 expected,

@@ -26,6 +26,10 @@ pub struct Session {
     /// once the plaintext it holds has been read); fed before the next input. Empty, and
     /// without an allocation, nearly always.
     backlog: Vec<u8>,
+    /// Plaintext that was read ahead before the connection was split (what the reader of the
+    /// request or response head took past the head's end), handed out before anything rustls
+    /// holds. Empty, and without an allocation, nearly always.
+    unread: Vec<u8>,
 }
 
 impl Session {
@@ -52,6 +56,7 @@ impl Session {
         Session {
             conn,
             backlog: Vec::new(),
+            unread: Vec::new(),
         }
     }
 
@@ -98,9 +103,45 @@ impl Session {
         }
     }
 
-    /// The session over `input` (bytes just read from the socket) and `sink` (the socket's
-    /// writing half), for one turn under the connection's lock.
-    pub fn stream<'a, W: Write>(&'a mut self, input: &'a [u8], sink: &'a mut W) -> Stream<'a, W> {
+    /// Runs the handshake over `io`, which keeps a deadline of its own: TLS to the target
+    /// inside TLS to a proxy, where `io` is the proxy's session over the socket. Otherwise as
+    /// [`Session::handshake`].
+    pub fn handshake_over<S: Read + Write>(&mut self, io: S) -> Result<(), Error> {
+        let mut watch = FirstByte {
+            socket: io,
+            first: None,
+        };
+        loop {
+            while self.conn.wants_write() {
+                self.conn
+                    .write_tls(&mut watch.socket)
+                    .map_err(Error::from_io)?;
+            }
+            watch.socket.flush().map_err(Error::from_io)?;
+            if !self.conn.is_handshaking() {
+                return Ok(());
+            }
+            match self.conn.read_tls(&mut watch) {
+                Ok(0) if watch.not_tls() => return Err(Error::NotTls),
+                Ok(0) => return Err(Error::Closed),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::from_io(e)),
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                if watch.not_tls() {
+                    return Err(Error::NotTls);
+                }
+                let _ = self.write_pending(&mut watch.socket);
+                return Err(e.into());
+            }
+        }
+    }
+
+    /// The session over `input` (bytes just read from the socket) and `sink` (where its
+    /// records go: the socket's writing half, or an outer TLS session's stream), for one turn
+    /// under the connection's lock.
+    pub fn stream<'a, W: Write>(&'a mut self, input: &'a [u8], sink: W) -> Stream<'a, W> {
         Stream {
             session: self,
             input,
@@ -137,14 +178,37 @@ impl Session {
         self.write_pending(sink)
     }
 
-    /// Moves the plaintext rustls already decrypted onto `out`: what came behind a request or
-    /// response head that the head's reader did not take. Once the connection is split, only
-    /// new bytes from the socket start a turn, so nothing may be left waiting in here.
+    /// Puts `plaintext` back in front of what the session will hand out: the bytes that came
+    /// behind a request or response head which the head's reader took off the session.
+    /// Returns whether there is plaintext waiting to be read at all (those bytes, or what
+    /// rustls decrypted along with the handshake): once the connection is split, only new
+    /// bytes from the socket start a turn, so the caller must run a first turn to read it.
+    pub fn unread(&mut self, mut plaintext: Vec<u8>) -> bool {
+        if !self.unread.is_empty() {
+            plaintext.extend_from_slice(&self.unread);
+        }
+        self.unread = plaintext;
+        // An error here comes again at the first read: a turn then ends the connection.
+        let waiting = self
+            .conn
+            .process_new_packets()
+            .map_or(true, |state| state.plaintext_bytes_to_read() > 0);
+        !self.unread.is_empty() || waiting
+    }
+
+    /// Moves the plaintext rustls decrypted so far onto `out`: an outer session's plaintext is
+    /// an inner session's records (TLS inside a proxy's TLS).
     pub fn take_plaintext(&mut self, out: &mut Vec<u8>) {
         let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = self.conn.reader().read(&mut chunk) {
+        while let Ok(n @ 1..) = self.read_plain(&mut chunk) {
             out.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Takes `records` (TLS bytes) ahead of the next input, as if the reader had handed them
+    /// over already.
+    pub fn feed_later(&mut self, records: &[u8]) {
+        self.backlog.extend_from_slice(records);
     }
 
     /// Whether rustls has records queued for the peer.
@@ -204,6 +268,15 @@ impl Session {
     /// Plaintext from rustls: `Ok(0)` once the peer sent close_notify, `WouldBlock` when
     /// there is none for now.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.unread.is_empty() {
+            let n = buf.len().min(self.unread.len());
+            buf[..n].copy_from_slice(&self.unread[..n]);
+            self.unread.drain(..n);
+            if self.unread.is_empty() {
+                self.unread = Vec::new();
+            }
+            return Ok(n);
+        }
         self.conn.reader().read(buf)
     }
 
@@ -228,22 +301,22 @@ fn left(deadline: Instant) -> Result<std::time::Duration, Error> {
     Ok(left)
 }
 
-/// Reads a socket for rustls and remembers the first byte the peer sent, to tell a peer that
-/// does not speak TLS from one that speaks it badly.
-struct FirstByte<'a> {
-    socket: &'a TcpStream,
+/// Reads a socket (or what stands for one) for rustls and remembers the first byte the peer
+/// sent, to tell a peer that does not speak TLS from one that speaks it badly.
+struct FirstByte<R> {
+    socket: R,
     first: Option<u8>,
 }
 
-impl FirstByte<'_> {
+impl<R> FirstByte<R> {
     fn not_tls(&self) -> bool {
         self.first.is_some_and(|b| !sniff::is_tls_record_type(b))
     }
 }
 
-impl Read for FirstByte<'_> {
+impl<R: Read> Read for FirstByte<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (&*self.socket).read(buf)?;
+        let n = self.socket.read(buf)?;
         if self.first.is_none() && n > 0 {
             self.first = Some(buf[0]);
         }
@@ -286,7 +359,7 @@ impl<W: Write + ?Sized> Write for WriteOnly<'_, W> {
 pub struct Stream<'a, W: Write> {
     session: &'a mut Session,
     input: &'a [u8],
-    sink: &'a mut W,
+    sink: W,
 }
 
 impl<W: Write> Read for Stream<'_, W> {
@@ -296,7 +369,7 @@ impl<W: Write> Read for Stream<'_, W> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 done => return done,
             }
-            if !self.session.feed(&mut self.input, self.sink)? {
+            if !self.session.feed(&mut self.input, &mut self.sink)? {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
         }
@@ -305,11 +378,11 @@ impl<W: Write> Read for Stream<'_, W> {
 
 impl<W: Write> Write for Stream<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.session.write_plain(buf, self.sink)
+        self.session.write_plain(buf, &mut self.sink)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.session.write_pending(self.sink)?;
+        self.session.write_pending(&mut self.sink)?;
         self.sink.flush()
     }
 }

@@ -50,6 +50,12 @@ pub const SERVER_NAMES: &str = "DNS:localhost,IP:127.0.0.1,IP:::1";
 /// Makes a fresh set of certificates in `dir` (created if missing). Panics, with openssl's
 /// own words, if a step fails.
 pub fn make(dir: &Path) -> Certs {
+    make_named(dir, "wsecho test")
+}
+
+/// [`make`], with the CAs named `NAME root CA` and `NAME intermediate CA`: two sets whose
+/// CAs share names would have a verifier try one set's CA on the other's certificates.
+pub fn make_named(dir: &Path, name: &str) -> Certs {
     fs::create_dir_all(dir).expect("create the certificate directory");
     let p = |name: &str| dir.join(name);
     let ec_key = |path: &Path| {
@@ -83,7 +89,7 @@ pub fn make(dir: &Path) -> Certs {
         "-key",
         s(&p("ca.key")),
         "-subj",
-        "/CN=wsecho test root CA",
+        &format!("/CN={name} root CA"),
         "-days",
         "2",
         "-addext",
@@ -97,7 +103,7 @@ pub fn make(dir: &Path) -> Certs {
     issue(
         dir,
         "intermediate",
-        "/CN=wsecho test intermediate CA",
+        &format!("/CN={name} intermediate CA"),
         "ca",
         "1",
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",

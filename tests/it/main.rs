@@ -19,6 +19,8 @@ mod interop_tls;
 #[cfg(feature = "tls")]
 mod nginx;
 mod proxy;
+#[cfg(feature = "tls")]
+mod proxy_tls;
 mod reconnect;
 mod robustness;
 mod serve;

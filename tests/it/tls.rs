@@ -320,3 +320,89 @@ fn sighup_to_a_plain_server_only_logs_and_the_server_goes_on() {
     assert_exit(&done, 0);
     assert_eq!(done.stdout, "still here\n", "{}", done.describe());
 }
+
+/// Python's `ssl` module as a raw TLS peer, so that a test decides which bytes share one TLS
+/// record: `script` runs with the test CA's and the server pair's paths as `CA`, `CERT`, `KEY`
+/// and `PORT` (0 for a peer that listens: it prints its port first).
+fn python_tls(script: &str, port: u16) -> Running {
+    let c = certs();
+    let prelude = format!(
+        "import base64, hashlib, os, socket, ssl, sys\n\
+         CA, CERT, KEY, PORT = {:?}, {:?}, {:?}, {port}\n",
+        s(&c.ca),
+        s(&c.server_ec_chain),
+        s(&c.server_ec_key),
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(format!("{prelude}{script}"));
+    Running::start("python3 TLS peer", cmd)
+}
+
+/// A client that sends its upgrade request and its first frame in one write, so in one TLS
+/// record: the frame arrives with the request, before the server has answered.
+const PIPELINING_CLIENT: &str = r#"
+ctx = ssl.create_default_context(cafile=CA)
+tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT)), server_hostname="localhost")
+key = base64.b64encode(os.urandom(16)).decode()
+request = (f"GET /echo HTTP/1.1\r\nHost: localhost:{PORT}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+mask, payload = b"\x01\x02\x03\x04", b"riding along"
+frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+tls.sendall(request.encode() + frame)
+tls.settimeout(10)
+got = b""
+while b"riding along" not in got:
+    chunk = tls.recv(4096)
+    if not chunk:
+        break
+    got += chunk
+print("101" if b" 101 " in got else "no 101", "echoed" if b"\x81\x0criding along" in got else "not echoed", flush=True)
+"#;
+
+/// A server that sends its 101 and a first message in one write, so in one TLS record, then
+/// answers the client's Close.
+const PIPELINING_SERVER: &str = r#"
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(CERT, KEY)
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+tls = ctx.wrap_socket(listener.accept()[0], server_side=True)
+head = b""
+while b"\r\n\r\n" not in head:
+    head += tls.recv(4096)
+key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
+accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+tls.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + b"\x81\x13in the 101's record")
+rest = b""
+while len(rest) < 2 or (rest[0] & 0x0f) != 8:
+    chunk = tls.recv(4096)
+    if not chunk:
+        break
+    rest += chunk
+tls.sendall(b"\x88\x02\x03\xe8")
+tls.close()
+"#;
+
+/// A first frame that shares a TLS record with the upgrade request is echoed: the bytes the
+/// request's reader read past the head are read as plaintext, not decrypted a second time.
+#[test]
+fn a_frame_in_the_same_tls_record_as_the_upgrade_request_is_echoed() {
+    let c = certs();
+    let server = serve_tls(&c.server_ec_chain, &c.server_ec_key, &[]);
+    let mut client = python_tls(PIPELINING_CLIENT, server.port);
+    let said = client.next_line(LIMIT);
+    assert_eq!(said.trim(), "101 echoed", "{}", server.log());
+    server.wait_for_log("recv: riding along", Duration::from_secs(5));
+}
+
+/// The same on dial's side: a message in the 101's own TLS record is received.
+#[test]
+fn a_message_in_the_same_tls_record_as_the_101_is_received() {
+    let mut server = python_tls(PIPELINING_SERVER, 0);
+    let port = server.next_line(LIMIT);
+    let url = format!("wss://localhost:{}/echo", port.trim());
+    let done = dial(&[&url, "--ca", s(&certs().ca)], "");
+    assert_exit(&done, 0);
+    assert_eq!(done.stdout, "in the 101's record\n", "{}", done.describe());
+}

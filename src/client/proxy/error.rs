@@ -26,14 +26,23 @@ pub struct ProxyError {
 pub enum ProxyErrorKind {
     /// The proxy URL cannot be used; says why.
     BadUrl(String),
-    /// An `https://` proxy: TLS to the proxy is not built yet.
-    HttpsNotBuilt,
+    /// An `https://` proxy, and this build has no TLS.
+    #[cfg(not(feature = "tls"))]
+    HttpsWithoutTls,
+    /// TLS to an `https://` proxy failed (its certificate, its name, or the handshake).
+    /// Boxed: a TLS error is large, and every dial result carries room for this one.
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::Error>),
     /// The proxy's host name did not resolve.
     Resolve(io::Error),
     /// The TCP connection to the proxy failed.
     Unreachable(SocketAddr, io::Error),
     /// The proxy did not connect, or answer, within the connect timeout.
     Timeout(Duration),
+    /// An `https://` proxy took the connection but did not answer the TLS handshake within
+    /// the connect timeout: perhaps a plain proxy waiting for the rest of a request line.
+    #[cfg(feature = "tls")]
+    TlsSilent(Duration),
     /// The proxy closed (or reset) the connection instead of answering.
     Closed,
     /// Reading from or writing to the proxy failed otherwise.
@@ -79,8 +88,16 @@ impl ProxyError {
             // General failure, network or host unreachable, connection refused, TTL expired.
             K::SocksReply(code) => matches!(code, 1 | 3 | 4 | 5 | 6),
             K::TargetResolve(..) => true,
+            #[cfg(feature = "tls")]
+            K::Tls(e) => matches!(
+                **e,
+                crate::tls::Error::Closed | crate::tls::Error::TimedOut | crate::tls::Error::Io(_)
+            ),
+            #[cfg(feature = "tls")]
+            K::TlsSilent(_) => true,
+            #[cfg(not(feature = "tls"))]
+            K::HttpsWithoutTls => false,
             K::BadUrl(_)
-            | K::HttpsNotBuilt
             | K::NotHttp
             | K::HeadTooLarge
             | K::CredentialsWanted
@@ -106,10 +123,23 @@ impl fmt::Display for ProxyError {
                 };
                 write!(f, "invalid proxy URL '{proxy}'{from}: {why}")
             }
-            K::HttpsNotBuilt => write!(
+            #[cfg(not(feature = "tls"))]
+            K::HttpsWithoutTls => write!(
                 f,
-                "cannot use the proxy {proxy}{from}: https:// proxies (TLS to the proxy) are not supported yet; use an http:// proxy"
+                "cannot use the proxy {proxy}{from}: this wsecho was built without TLS (the cargo feature tls), so it cannot reach https:// proxies"
             ),
+            #[cfg(feature = "tls")]
+            K::TlsSilent(after) => write!(
+                f,
+                "the proxy {proxy}{from} did not answer the TLS handshake within {after:?} (is it a plain HTTP proxy? then use http://)"
+            ),
+            #[cfg(feature = "tls")]
+            K::Tls(e) if matches!(**e, crate::tls::Error::NotTls) => write!(
+                f,
+                "the proxy {proxy}{from} does not speak TLS (for a plain HTTP proxy use http://)"
+            ),
+            #[cfg(feature = "tls")]
+            K::Tls(e) => write!(f, "TLS to the proxy {proxy}{from} failed: {e}"),
             K::Resolve(e) => write!(
                 f,
                 "cannot resolve the proxy {proxy}{from}: {e} (check the proxy's host name)"

@@ -18,6 +18,46 @@ pub(super) fn open(
     authority: &str,
     deadline: Deadline,
 ) -> Result<(), ProxyErrorKind> {
+    deadline.write_all(stream, request(proxy, authority).as_bytes())?;
+    judge(&read_head(stream, deadline)?, proxy)
+}
+
+/// [`open`] over a stream that keeps the deadline itself: the TLS session to an `https://`
+/// proxy. The reply head is read from it one byte at a time, which costs no system calls
+/// (the session hands out what it already decrypted), so that whatever follows the head
+/// stays in the session for the target.
+#[cfg(feature = "tls")]
+pub(super) fn open_over(
+    mut io: impl io::Read + io::Write,
+    proxy: &Proxy,
+    authority: &str,
+    deadline: Deadline,
+) -> Result<(), ProxyErrorKind> {
+    io.write_all(request(proxy, authority).as_bytes())
+        .and_then(|()| io.flush())
+        .map_err(|e| deadline.io(e))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\n\n") && !head.ends_with(b"\n\r\n") {
+        match io.read(&mut byte) {
+            Ok(0) => return Err(ProxyErrorKind::Closed),
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(deadline.io(e)),
+        }
+        // Not HTTP: said at once rather than at the deadline.
+        if head.len() <= 5 && !b"HTTP/".starts_with(&head) {
+            return Err(ProxyErrorKind::NotHttp);
+        }
+        if head.len() > MAX_HEAD {
+            return Err(ProxyErrorKind::HeadTooLarge);
+        }
+    }
+    judge(&head, proxy)
+}
+
+/// The `CONNECT` request, with Basic credentials when the proxy URL has them.
+fn request(proxy: &Proxy, authority: &str) -> String {
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some((user, password)) = &proxy.credentials {
         let mut pair = user.clone();
@@ -28,12 +68,16 @@ pub(super) fn open(
         request.push_str("\r\n");
     }
     request.push_str("\r\n");
-    deadline.write_all(stream, request.as_bytes())?;
-    let head = read_head(stream, deadline)?;
+    request
+}
+
+/// What the proxy's reply head says: `Ok` for 2xx, else why not.
+fn judge(head: &[u8], proxy: &Proxy) -> Result<(), ProxyErrorKind> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
-    match response.parse(&head) {
+    match response.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(ProxyErrorKind::HeadTooLarge),
         Ok(httparse::Status::Partial) | Err(_) => return Err(ProxyErrorKind::NotHttp),
     }
     let code = response.code.unwrap_or(0);

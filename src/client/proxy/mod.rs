@@ -3,7 +3,10 @@
 //!
 //! A tunnel is a TCP connection to the proxy on which an HTTP `CONNECT` or a SOCKS5 `CONNECT`
 //! has succeeded: from then on it carries the target's bytes both ways, so the WebSocket
-//! handshake and everything after it run on it exactly as on a direct connection.
+//! handshake and everything after it run on it exactly as on a direct connection. To an
+//! `https://` proxy the connection is TLS, verified against the system's roots, and `CONNECT`
+//! and the tunnel run inside that session: the target's bytes (its own TLS, for `wss://`) are
+//! that session's plaintext.
 
 mod env;
 mod error;
@@ -329,14 +332,33 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
-/// Connects to `proxy` and has it open a tunnel to `target`, all by `deadline`; the stream
+/// A tunnel to the target: the socket, and for an `https://` proxy the TLS session to the
+/// proxy that the target's bytes run inside.
+pub(crate) struct Tunnel {
+    pub(crate) stream: TcpStream,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Session>,
+}
+
+impl Tunnel {
+    /// A tunnel with the target's bytes straight on the socket.
+    pub(crate) fn plain(stream: TcpStream) -> Self {
+        Tunnel {
+            stream,
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+}
+
+/// Connects to `proxy` and has it open a tunnel to `target`, all by `deadline`; the tunnel
 /// then carries the target's bytes. Nothing the target sends is read here.
 pub(crate) fn tunnel(
     proxy: &Proxy,
     target: &Target,
     deadline: Instant,
     timeout: Duration,
-) -> Result<TcpStream, ProxyError> {
+) -> Result<Tunnel, ProxyError> {
     let deadline = Deadline {
         at: deadline,
         timeout,
@@ -347,16 +369,14 @@ pub(crate) fn tunnel(
         target: Some(authority(&target.host, target.port)),
         kind,
     };
-    // TLS to the proxy goes here: an `https://` proxy is an `http://` one behind a TLS
-    // session, and the tunnel then runs inside that session.
     if proxy.scheme == Scheme::Https {
-        return Err(fail(ProxyErrorKind::HttpsNotBuilt));
+        return https_tunnel(proxy, &authority(&target.host, target.port), deadline).map_err(fail);
     }
     if proxy.scheme == Scheme::Http {
         let stream = connect(proxy, deadline).map_err(fail)?;
         let authority = authority(&target.host, target.port);
         http_connect::open(&stream, proxy, &authority, deadline).map_err(fail)?;
-        return Ok(stream);
+        return Ok(Tunnel::plain(stream));
     }
     // SOCKS5 takes one address per request: when the proxy cannot reach one of the
     // target's addresses, the next one gets a new connection to the proxy.
@@ -364,12 +384,46 @@ pub(crate) fn tunnel(
     for address in socks5::addresses(proxy, target).map_err(fail)? {
         let stream = connect(proxy, deadline).map_err(fail)?;
         match socks5::open(&stream, proxy, target, address, deadline) {
-            Ok(()) => return Ok(stream),
+            Ok(()) => return Ok(Tunnel::plain(stream)),
             Err(e @ ProxyErrorKind::SocksReply(_)) => last = Some(e),
             Err(e) => return Err(fail(e)),
         }
     }
     Err(fail(last.unwrap_or(ProxyErrorKind::Timeout(timeout))))
+}
+
+/// An `https://` proxy: an `http://` one behind a TLS session. Its certificate is checked
+/// against the system's roots and its name; `CONNECT` then runs inside the session.
+#[cfg(feature = "tls")]
+fn https_tunnel(
+    proxy: &Proxy,
+    authority: &str,
+    deadline: Deadline,
+) -> Result<Tunnel, ProxyErrorKind> {
+    use crate::link::UntilDeadline;
+    use crate::tls;
+    let stream = connect(proxy, deadline)?;
+    let tls_failed = |e| match e {
+        tls::Error::TimedOut => ProxyErrorKind::TlsSilent(deadline.timeout),
+        e => ProxyErrorKind::Tls(Box::new(e)),
+    };
+    let config = tls::client_config(&tls::Trust::System, None).map_err(tls_failed)?;
+    let mut session = tls::Session::client(config, &proxy.host).map_err(tls_failed)?;
+    session
+        .handshake(&stream, deadline.at)
+        .map_err(tls_failed)?;
+    let io = session.blocking(UntilDeadline::new(&stream, deadline.at));
+    http_connect::open_over(io, proxy, authority, deadline)?;
+    Ok(Tunnel {
+        stream,
+        tls: Some(session),
+    })
+}
+
+/// Without TLS, an `https://` proxy cannot be reached.
+#[cfg(not(feature = "tls"))]
+fn https_tunnel(_: &Proxy, _: &str, _: Deadline) -> Result<Tunnel, ProxyErrorKind> {
+    Err(ProxyErrorKind::HttpsWithoutTls)
 }
 
 /// TCP to the proxy, trying each of its addresses until the deadline.
