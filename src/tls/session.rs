@@ -159,10 +159,13 @@ impl Session {
 
     /// Writes every TLS record rustls has queued (handshake messages, alerts, encrypted data)
     /// to `sink`.
-    pub fn write_pending<W: Write + ?Sized>(&mut self, sink: &mut W) -> io::Result<()> {
+    ///
+    /// The sinks here are trait objects, as rustls takes them: one copy of this code serves
+    /// every kind of sink (the socket, the client's outbox, a proxy's session) at the cost of
+    /// an indirect call next to a record's encryption.
+    pub fn write_pending(&mut self, sink: &mut dyn Write) -> io::Result<()> {
         while self.conn.wants_write() {
-            let mut sink = WriteOnly(&mut *sink);
-            match self.conn.write_tls(&mut sink) {
+            match self.conn.write_tls(sink) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -173,7 +176,7 @@ impl Session {
     }
 
     /// Tells the peer we will send nothing more (TLS close_notify) and writes it out.
-    pub fn send_close_notify<W: Write + ?Sized>(&mut self, sink: &mut W) -> io::Result<()> {
+    pub fn send_close_notify(&mut self, sink: &mut dyn Write) -> io::Result<()> {
         self.conn.send_close_notify();
         self.write_pending(sink)
     }
@@ -236,7 +239,7 @@ impl Session {
     /// The plaintext rustls holds, else the TLS bytes left from earlier input, else `input`,
     /// fed to rustls until there is plaintext to read or nothing left to feed. Returns false
     /// when there was nothing to feed.
-    fn feed<W: Write + ?Sized>(&mut self, input: &mut &[u8], sink: &mut W) -> io::Result<bool> {
+    fn feed(&mut self, input: &mut &[u8], sink: &mut dyn Write) -> io::Result<bool> {
         let mut fed = false;
         loop {
             let source: &mut dyn Read = if !self.backlog.is_empty() {
@@ -284,7 +287,7 @@ impl Session {
     /// writing the records fails after that, the accepted count is still returned (so the
     /// caller does not send the bytes twice) and the failure comes back at the next write or
     /// flush, which tries to write the same records again.
-    fn write_plain<W: Write + ?Sized>(&mut self, buf: &[u8], sink: &mut W) -> io::Result<usize> {
+    fn write_plain(&mut self, buf: &[u8], sink: &mut dyn Write) -> io::Result<usize> {
         self.write_pending(sink)?;
         let n = self.conn.writer().write(buf)?;
         let _ = self.write_pending(sink);
@@ -333,23 +336,6 @@ impl Read for Backlog<'_> {
         buf[..n].copy_from_slice(&self.0[..n]);
         self.0.drain(..n);
         Ok(n)
-    }
-}
-
-/// Lets a `?Sized` writer be passed where rustls wants `&mut dyn Write`.
-struct WriteOnly<'a, W: ?Sized>(&'a mut W);
-
-impl<W: Write + ?Sized> Write for WriteOnly<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.0.write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
     }
 }
 
