@@ -272,15 +272,22 @@ impl Session {
     /// there is none for now.
     fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if !self.unread.is_empty() {
-            let n = buf.len().min(self.unread.len());
-            buf[..n].copy_from_slice(&self.unread[..n]);
-            self.unread.drain(..n);
-            if self.unread.is_empty() {
-                self.unread = Vec::new();
-            }
-            return Ok(n);
+            return Ok(self.take_unread(buf));
         }
         self.conn.reader().read(buf)
+    }
+
+    /// Hands out plaintext put back with [`Session::unread`]: once per connection at most,
+    /// so kept out of the way of every other read.
+    #[cold]
+    fn take_unread(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.unread.len());
+        buf[..n].copy_from_slice(&self.unread[..n]);
+        self.unread.drain(..n);
+        if self.unread.is_empty() {
+            self.unread = Vec::new();
+        }
+        n
     }
 
     /// Encrypts `buf` and writes the records to `sink`. rustls owns what it accepted: when
