@@ -56,7 +56,7 @@ pub(crate) fn tinyproxy(extra: &str) -> Server {
 
 /// squid in the foreground, tunnelling only for user `wsecho` with password `p@ss:w0rd`
 /// (Basic), logging every request to `access.log` in its own directory (returned).
-fn squid() -> (Server, PathBuf) {
+fn squid() -> (Squid, PathBuf) {
     let port = free_port();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("squid-{port}"));
     fs::create_dir_all(&dir).expect("create squid dir");
@@ -81,9 +81,57 @@ fn squid() -> (Server, PathBuf) {
         ),
     )
     .expect("write squid config");
-    let mut cmd = Command::new("squid");
-    cmd.arg("-N").arg("-f").arg(&config);
-    (Server::start("squid", cmd, port), dir.join("access.log"))
+    (Squid::start(&config, port), dir.join("access.log"))
+}
+
+/// A squid a test started, in the foreground: killed with the test, and then the shared
+/// memory segments it leaves in /dev/shm when killed are removed.
+pub(crate) struct Squid {
+    server: Option<Server>,
+    /// Its service name, which its segments are named after. Each squid has its own: two
+    /// of one name (tests run in parallel) fail with "File exists".
+    name: String,
+}
+
+impl Squid {
+    /// Starts squid with `config`, listening on `port`.
+    pub(crate) fn start(config: &std::path::Path, port: u16) -> Squid {
+        let name = format!("wsechotest{port}");
+        remove_segments(&name);
+        let mut cmd = Command::new("squid");
+        cmd.arg("-N").arg("-n").arg(&name).arg("-f").arg(config);
+        Squid {
+            server: Some(Server::start("squid", cmd, port)),
+            name,
+        }
+    }
+}
+
+impl std::ops::Deref for Squid {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        self.server.as_ref().expect("squid runs until dropped")
+    }
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        drop(self.server.take());
+        remove_segments(&self.name);
+    }
+}
+
+/// Removes the shared memory segments of the squid named `name`.
+fn remove_segments(name: &str) {
+    let prefix = format!("{name}-");
+    if let Ok(entries) = fs::read_dir("/dev/shm") {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
 }
 
 /// microsocks with `extra` arguments (`-u USER -P PASS`), logging every connection.

@@ -7,7 +7,7 @@
 use crate::certs::{self, Certs};
 use crate::common::{Finished, Server, free_port, run, wsecho};
 use crate::proxy::{
-    LIMIT, LINES, PROXY_VARS, assert_echoed, assert_fails_with, dial, serve, tinyproxy,
+    LIMIT, LINES, PROXY_VARS, Squid, assert_echoed, assert_fails_with, dial, serve, tinyproxy,
 };
 use std::fs;
 use std::io::{Read, Write};
@@ -37,7 +37,7 @@ fn s(path: &Path) -> &str {
 /// squid in the foreground, speaking TLS on its port with the proxy set's certificate for
 /// `localhost` and `127.0.0.1`, logging every request to `access.log` in its own directory
 /// (returned). With `auth`, it tunnels only for user `wsecho`, password `p@ss:w0rd`.
-fn squid_https(auth: bool) -> (Server, PathBuf) {
+fn squid_https(auth: bool) -> (Squid, PathBuf) {
     let port = free_port();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("squid-https-{port}"));
     fs::create_dir_all(&dir).expect("create squid dir");
@@ -83,9 +83,7 @@ fn squid_https(auth: bool) -> (Server, PathBuf) {
         ),
     )
     .expect("write squid config");
-    let mut cmd = Command::new("squid");
-    cmd.arg("-N").arg("-f").arg(&config);
-    (Server::start("squid", cmd, port), dir.join("access.log"))
+    (Squid::start(&config, port), dir.join("access.log"))
 }
 
 /// What makes dial trust the proxy's CA: the system's roots, as `SSL_CERT_FILE` names them.
