@@ -209,8 +209,8 @@ fn wss_runs_its_own_tls_inside_the_proxys_byte_for_byte() {
     server.wait_for_log("recv: 19999", Duration::from_secs(5));
 }
 
-/// `--ca` names the target's CA only: the proxy's certificate is checked against the
-/// system's roots, and a failure there says how to trust a private proxy CA. It will not
+/// `--ca` names the target's CA only, and `--insecure` skips the target's check only: the
+/// proxy's certificate is checked against the system's roots, and a failure there says how to trust a private proxy CA. It will not
 /// heal, so `--reconnect` does not retry it.
 #[test]
 fn the_proxys_certificate_is_checked_against_the_system_roots_not_ca() {
@@ -235,6 +235,20 @@ fn the_proxys_certificate_is_checked_against_the_system_roots_not_ca() {
         ],
     );
     assert!(!done.stderr.contains("reconnecting"), "{}", done.stderr);
+    // Nor does --insecure: it gives up checking the target, not the proxy.
+    let done = dial_with(
+        &url,
+        &["--proxy", &via, "--insecure"],
+        &[("SSL_CERT_FILE", target_ca())],
+        LINES.into(),
+    );
+    assert_eq!(done.status.code(), Some(1), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains(&format!("TLS to the proxy {via} failed")),
+        "{}",
+        done.describe()
+    );
     // Trusted both ways, the same run works.
     let done = dial_with(
         &url,
