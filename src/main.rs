@@ -156,7 +156,7 @@ fn on_interrupt(interrupt: crossbeam_channel::Sender<()>) -> impl Fn() {
         if PROGRESS.interrupt() {
             let _ = interrupt.try_send(());
         } else {
-            eprintln!("wsecho: interrupted before the connection was open");
+            eprintln!("wsecho: interrupted while no connection was open");
             std::process::exit(1);
         }
     }

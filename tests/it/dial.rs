@@ -475,7 +475,7 @@ fn sigint_before_the_server_answers_the_handshake_exits_1_at_once() {
     assert_exit(&done, 1);
     assert!(
         done.stderr
-            .contains("interrupted before the connection was open"),
+            .contains("interrupted while no connection was open"),
         "{}",
         done.describe()
     );
