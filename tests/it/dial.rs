@@ -437,8 +437,10 @@ fn sigint_with_a_peer_that_never_answers_close_exits_0_after_at_most_a_second() 
         drop(ws);
     });
     assert_exit(&done, 0);
+    // About 1 s; the bound leaves room for a loaded machine (3.13 s was seen at a load of
+    // 29) and still fails a dial that waits for the peer, which holds on for PEER_LIMIT.
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(6),
         "exited {took:?} after SIGINT, expected within about 1 s: {}",
         done.describe()
     );
