@@ -251,3 +251,122 @@ mod tests {
         assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
     }
 }
+
+/// `CONNECT` inside a session, over an in-memory stream standing for it.
+#[cfg(all(test, feature = "tls"))]
+mod over_a_session {
+    use super::super::{Deadline, Proxy, ProxySource};
+    use super::{MAX_HEAD, ProxyErrorKind, open_over};
+    use std::io::{self, Cursor, Read, Write};
+    use std::time::{Duration, Instant};
+
+    /// What the proxy says, and what we wrote to it.
+    struct Session {
+        replies: Cursor<Vec<u8>>,
+        written: Vec<u8>,
+    }
+
+    impl Read for Session {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.replies.read(buf)
+        }
+    }
+
+    impl Write for Session {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn session(replies: &[u8]) -> Session {
+        Session {
+            replies: Cursor::new(replies.to_vec()),
+            written: Vec::new(),
+        }
+    }
+
+    fn open(proxy: &str, session: &mut Session) -> Result<(), ProxyErrorKind> {
+        let proxy = Proxy::parse(proxy, ProxySource::Given).expect("proxy URL");
+        let timeout = Duration::from_secs(10);
+        let deadline = Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        };
+        open_over(&mut *session, &proxy, "example.com:443", deadline)
+    }
+
+    #[test]
+    fn the_reply_head_is_read_to_its_blank_line_and_not_a_byte_more() {
+        let mut s = session(b"HTTP/1.1 200 Connection established\r\nVia: squid\r\n\r\nTARGET");
+        open("https://proxy.lan", &mut s).unwrap();
+        let mut rest = String::new();
+        s.replies.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "TARGET");
+        assert_eq!(
+            s.written,
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn credentials_go_into_the_request() {
+        let mut s = session(b"HTTP/1.0 200 OK\n\n");
+        open("https://Aladdin:open%20sesame@proxy.lan", &mut s).unwrap();
+        let request = String::from_utf8(s.written).unwrap();
+        assert!(
+            request.contains("\r\nProxy-Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==\r\n"),
+            "{request}"
+        );
+    }
+
+    #[test]
+    fn refusals_are_told_apart() {
+        let mut s = session(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n");
+        assert!(matches!(
+            open("https://proxy.lan", &mut s),
+            Err(ProxyErrorKind::CredentialsWanted)
+        ));
+        let mut s = session(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n");
+        assert!(matches!(
+            open("https://u:p@proxy.lan", &mut s),
+            Err(ProxyErrorKind::CredentialsRefused(_))
+        ));
+        let mut s = session(b"HTTP/1.1 403 Forbidden\r\n\r\n");
+        match open("https://proxy.lan", &mut s) {
+            Err(ProxyErrorKind::Refused(status)) => assert_eq!(status, "HTTP/1.1 403 Forbidden"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reply_that_is_not_http_is_refused_without_waiting_for_more() {
+        let mut s = session(b"SSH-2.0-OpenSSH_9.2\r\n");
+        assert!(matches!(
+            open("https://proxy.lan", &mut s),
+            Err(ProxyErrorKind::NotHttp)
+        ));
+        assert!(s.replies.position() <= 5, "read {}", s.replies.position());
+    }
+
+    #[test]
+    fn an_endless_head_and_an_early_end_are_errors() {
+        let mut endless = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while endless.len() <= MAX_HEAD {
+            endless.extend_from_slice(b"X-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        }
+        let mut s = session(&endless);
+        assert!(matches!(
+            open("https://proxy.lan", &mut s),
+            Err(ProxyErrorKind::HeadTooLarge)
+        ));
+        let mut s = session(b"HTTP/1.1 200 OK\r\nVia: x\r\n");
+        assert!(matches!(
+            open("https://proxy.lan", &mut s),
+            Err(ProxyErrorKind::Closed)
+        ));
+    }
+}
