@@ -5,7 +5,7 @@ use super::error::{Error, FileProblem};
 use super::{ALPN_HTTP_1_1, insecure, pem, provider};
 use rustls::{ClientConfig, RootCertStore};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Which server certificates the client accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,19 +67,29 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The system's roots, as rustls-native-certs finds them.
-fn system_roots() -> Result<RootCertStore, Error> {
+/// The system's roots, as rustls-native-certs finds them, read once per process (as Go's
+/// crypto/x509 does): reading them parses every file in the system's certificate directory,
+/// some 10 ms here and more on a small box, which each connect (and each reconnect) would
+/// otherwise pay, and twice for `wss://` through an `https://` proxy.
+fn system_roots() -> Result<Arc<RootCertStore>, Error> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(load_system_roots)
+        .clone()
+        .map_err(|detail| Error::NoUsableRoots { detail })
+}
+
+fn load_system_roots() -> Result<Arc<RootCertStore>, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        let detail = found
+        return Err(found
             .errors
             .iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
-            .join("; ");
-        return Err(Error::NoUsableRoots { detail });
+            .join("; "));
     }
-    Ok(roots)
+    Ok(Arc::new(roots))
 }
