@@ -288,15 +288,14 @@ mod tls {
     impl NestedTransport {
         /// Both sessions once their handshakes are done; records the outer session already
         /// decrypted go to the inner one first.
-        pub(crate) fn new(inner: tls::Session, mut outer: tls::Session) -> Self {
-            let mut inner = inner;
+        pub(crate) fn new(mut inner: tls::Session, mut outer: tls::Session) -> Self {
             let mut records = Vec::new();
             outer.take_plaintext(&mut records);
             inner.feed_later(&records);
             NestedTransport {
                 inner,
                 outer,
-                records: Vec::new(),
+                records,
                 sink: Outbox::default(),
             }
         }
