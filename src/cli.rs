@@ -509,6 +509,7 @@ pub(crate) fn client_error(e: &client::Error) -> String {
         client::Error::ConnectTimeout { url, after } => format!(
             "cannot connect to {url}: no answer within {after:?} (check the address and any firewall, or raise --connect-timeout)"
         ),
+        client::Error::HandshakeTimeout { .. } => format!("{e} (raise --connect-timeout)"),
         #[cfg(feature = "tls")]
         client::Error::Tls(tls) => format!("{e}{}", tls_hint(tls)),
         #[cfg(feature = "tls")]

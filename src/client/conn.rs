@@ -311,10 +311,9 @@ fn handshake(
             }
             Ok(ws.into_inner().head.map_or_else(Vec::new, |h| h.surplus))
         }
-        Err(HandshakeError::Interrupted(_)) => Err(Error::HandshakeCut(format!(
-            "no handshake response from {} in time",
-            target.url
-        ))),
+        Err(HandshakeError::Interrupted(_)) => Err(Error::HandshakeTimeout {
+            url: target.url.clone(),
+        }),
         Err(HandshakeError::Failure(e)) => Err(match e {
             // Under TLS 1.3 a server's refusal of our certificate (or of its absence) comes
             // at the first read after the handshake: here.
@@ -343,7 +342,9 @@ fn handshake(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                Error::HandshakeCut(format!("no handshake response from {} in time", target.url))
+                Error::HandshakeTimeout {
+                    url: target.url.clone(),
+                }
             }
             WsError::Protocol(tungstenite::error::ProtocolError::HttparseError(e)) => {
                 Error::Handshake(format!("{} did not answer with HTTP ({e})", target.url))

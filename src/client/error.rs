@@ -49,6 +49,11 @@ pub enum Error {
     /// The server stopped answering, or closed, during the handshake: a server that is
     /// restarting does that, so unlike [`Error::Handshake`] it may heal.
     HandshakeCut(String),
+    /// The server did not answer the upgrade request within the connect timeout.
+    HandshakeTimeout {
+        /// The URL.
+        url: String,
+    },
     /// The connection broke after the handshake.
     Lost(String),
     /// The server closed with a code other than 1000 or 1001.
@@ -89,6 +94,7 @@ impl Error {
             | Error::Connect { .. }
             | Error::ConnectTimeout { .. }
             | Error::HandshakeCut(_)
+            | Error::HandshakeTimeout { .. }
             | Error::Lost(_) => true,
             // 4xx: the request is wrong (path, origin, credentials); 5xx: a server or
             // gateway that is overloaded or restarting (wsecho's own 503 at --max-conns).
@@ -152,6 +158,10 @@ impl fmt::Display for Error {
             Error::Handshake(why) | Error::HandshakeCut(why) => {
                 write!(f, "WebSocket handshake failed: {why}")
             }
+            Error::HandshakeTimeout { url } => write!(
+                f,
+                "WebSocket handshake failed: no handshake response from {url} in time"
+            ),
             Error::Lost(why) => write!(f, "connection lost: {why}"),
             Error::ClosedByServer(frame) => {
                 write!(f, "server closed the connection: {}", describe(frame))
@@ -214,6 +224,9 @@ mod tests {
             connect,
             Error::Lost("reset".into()),
             Error::HandshakeCut("eof".into()),
+            Error::HandshakeTimeout {
+                url: "ws://127.0.0.1:1/".into(),
+            },
             refused(503),
             closed(1001),
             closed(1012),

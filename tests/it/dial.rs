@@ -858,6 +858,11 @@ fn silent_server_times_out_the_handshake_with_exit_1() {
         "message does not say it timed out: {}",
         done.describe()
     );
+    assert!(
+        said.contains("(raise --connect-timeout)"),
+        "no hint: {}",
+        done.describe()
+    );
     // 0.5 s, and seconds for a loaded machine; ignoring the flag would take the default 10 s.
     assert!(
         took < Duration::from_secs(5),
