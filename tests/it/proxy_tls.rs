@@ -5,7 +5,7 @@
 //! runs inside the proxy's.
 
 use crate::certs::{self, Certs};
-use crate::common::{Finished, Server, free_port, run, wsecho};
+use crate::common::{Feed, Finished, Server, free_port, run, run_fed, wsecho};
 use crate::proxy::{
     LIMIT, LINES, PROXY_VARS, Squid, assert_echoed, assert_fails_with, dial, serve, tinyproxy,
 };
@@ -335,4 +335,80 @@ fn an_https_proxy_from_the_environment_carries_a_non_local_target() {
     let done = dial(&url, &[], &[("HTTP_PROXY", &via), trust_proxy()]);
     assert_echoed(&done, Some(&via));
     wait_for_tunnel(&proxy, &access_log, &format!("0.0.0.0:{}", server.port));
+}
+
+/// `--reconnect` through an `https://` proxy to a `wss://` target that is killed and
+/// restarted, then stopped with SIGTERM and restarted: every line comes back exactly once, in
+/// order. While the target is down, squid answers CONNECT with 503, which dial retries.
+#[test]
+fn lines_come_back_exactly_once_through_an_https_proxy_across_target_restarts() {
+    const LINES: usize = 50_000;
+    let c = crate::tls::certs();
+    let port = free_port();
+    let start = |round: usize| {
+        let addr = format!("127.0.0.1:{port}");
+        let server = crate::tls::serve_tls_on(&addr, &c.server_ec_chain, &c.server_ec_key, &[]);
+        assert_eq!(server.port, port, "restart {round} moved port");
+        server
+    };
+    let mut server = start(0);
+    let (proxy, _) = squid_https(false);
+    let via = via(&proxy);
+    let url = format!("wss://localhost:{port}/echo");
+    // A steady pace (about 2 s in all), so that the target stops while lines are in flight.
+    let feed: Feed = Box::new(|pipe| {
+        let mut line = 1;
+        while line <= LINES {
+            let chunk: String = (line..(line + 250).min(LINES + 1))
+                .map(|n| format!("{n}\n"))
+                .collect();
+            pipe.write_all(chunk.as_bytes())?;
+            line += 250;
+            thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    });
+    let mut cmd = Command::new(wsecho());
+    cmd.args(["dial", "--stdin", "--reconnect", "--reconnect-max", "0.5"])
+        .args(["--wait", "20", &url, "--proxy", &via, "--ca", target_ca()]);
+    for var in PROXY_VARS.iter().chain(&["SSL_CERT_DIR"]) {
+        cmd.env_remove(var);
+    }
+    cmd.env("SSL_CERT_FILE", trust_proxy().1);
+    let dialing = thread::spawn(move || {
+        run_fed(
+            "wsecho dial --reconnect through an https:// proxy",
+            &mut cmd,
+            Some(feed),
+            Duration::from_secs(120),
+            |o| String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    });
+    for (round, stop) in [libc::SIGKILL, libc::SIGTERM].into_iter().enumerate() {
+        thread::sleep(Duration::from_millis(600));
+        server.signal(stop);
+        assert!(
+            server.wait_exit(Duration::from_secs(10)).is_some(),
+            "target did not stop\n{}",
+            server.log()
+        );
+        server.assert_no_panic();
+        thread::sleep(Duration::from_millis(150));
+        server = start(round + 1);
+    }
+    let done = dialing.join().expect("dial runner");
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.matches("reconnecting in").count() >= 2,
+        "too few reconnects: {stderr}"
+    );
+    let expected: String = (1..=LINES).map(|n| format!("{n}\n")).collect();
+    assert!(
+        done.stdout == expected.as_bytes(),
+        "{} bytes back instead of {}; {stderr}",
+        done.stdout.len(),
+        expected.len()
+    );
 }

@@ -30,7 +30,7 @@ fn s(path: &Path) -> &str {
 }
 
 /// `wsecho serve --tls-cert CERT --tls-key KEY EXTRA…` on `addr` (port 0).
-fn serve_tls_on(addr: &str, cert: &Path, key: &Path, extra: &[&str]) -> Server {
+pub(crate) fn serve_tls_on(addr: &str, cert: &Path, key: &Path, extra: &[&str]) -> Server {
     let mut cmd = Command::new(wsecho());
     cmd.args([
         "serve",
