@@ -406,3 +406,69 @@ fn a_message_in_the_same_tls_record_as_the_101_is_received() {
     assert_exit(&done, 0);
     assert_eq!(done.stdout, "in the 101's record\n", "{}", done.describe());
 }
+
+/// A client that upgrades, sends close_notify, then goes on sending bytes that are not TLS
+/// (256 MiB of zeros) on the same TCP connection, and keeps it open.
+const TALKS_PAST_CLOSE_NOTIFY: &str = r#"
+import time
+raw = socket.create_connection(("127.0.0.1", PORT))
+ctx = ssl.create_default_context(cafile=CA)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+def pump():
+    data = out.read()
+    if data:
+        raw.sendall(data)
+def call(f, *args):
+    while True:
+        try:
+            return f(*args)
+        except ssl.SSLWantReadError:
+            pump()
+            inc.write(raw.recv(65536))
+call(tls.do_handshake)
+key = base64.b64encode(os.urandom(16)).decode()
+tls.write((f"GET /echo HTTP/1.1\r\nHost: localhost:{PORT}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+pump()
+got = b""
+while b"\r\n\r\n" not in got:
+    got += call(tls.read, 4096)
+try:
+    tls.unwrap()
+except ssl.SSLWantReadError:
+    pass
+pump()
+zeros = bytes(1 << 20)
+for _ in range(256):
+    raw.sendall(zeros)
+print("sent", flush=True)
+time.sleep(60)
+"#;
+
+/// Bytes after the peer's close_notify are ignored (RFC 8446, 6.1), not kept: a client that
+/// goes on sending them cannot make the server hold them all.
+#[test]
+fn bytes_after_close_notify_are_not_kept() {
+    let c = certs();
+    let server = serve_tls(&c.server_ec_chain, &c.server_ec_key, &["--quiet"]);
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+    };
+    let before = rss();
+    let mut client = python_tls(TALKS_PAST_CLOSE_NOTIFY, server.port);
+    assert_eq!(client.next_line(LIMIT).trim(), "sent", "{}", server.log());
+    // Let the server read what is still in the socket's buffers.
+    thread::sleep(Duration::from_millis(500));
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "the server grew by {grown} KiB on 256 MiB sent after close_notify"
+    );
+}
