@@ -214,6 +214,22 @@ impl Session {
         self.backlog.extend_from_slice(records);
     }
 
+    /// Keeps `input` (TLS bytes rustls did not take this turn) for the next turn, unless the
+    /// peer has sent close_notify: rustls takes nothing after it (RFC 8446, 6.1: data after
+    /// a closure alert is ignored), so a peer that goes on sending would otherwise grow the
+    /// backlog without bound.
+    #[cold]
+    fn keep(&mut self, input: &[u8]) {
+        if self
+            .conn
+            .process_new_packets()
+            .is_ok_and(|state| state.peer_has_closed())
+        {
+            return;
+        }
+        self.backlog.extend_from_slice(input);
+    }
+
     /// Whether rustls has records queued for the peer.
     pub fn wants_write(&self) -> bool {
         self.conn.wants_write()
@@ -383,7 +399,7 @@ impl<W: Write> Write for Stream<'_, W> {
 impl<W: Write> Drop for Stream<'_, W> {
     fn drop(&mut self) {
         if !self.input.is_empty() {
-            self.session.backlog.extend_from_slice(self.input);
+            self.session.keep(self.input);
         }
     }
 }

@@ -5,7 +5,7 @@
 //! runs inside the proxy's.
 
 use crate::certs::{self, Certs};
-use crate::common::{Feed, Finished, Server, free_port, run, run_fed, wsecho};
+use crate::common::{Feed, Finished, Running, Server, free_port, run, run_fed, wsecho};
 use crate::proxy::{
     LIMIT, LINES, PROXY_VARS, Squid, assert_echoed, assert_fails_with, dial, serve, tinyproxy,
 };
@@ -411,4 +411,27 @@ fn lines_come_back_exactly_once_through_an_https_proxy_across_target_restarts() 
         done.stdout.len(),
         expected.len()
     );
+}
+
+/// TLS inside TLS, a message in the 101's own TLS record (and nothing after it) is
+/// received: the first turn reads what the handshakes left in both sessions. dial's input
+/// stays open, so that no Close (and no proxy reacting to it) brings more bytes that would
+/// read it instead.
+#[test]
+fn a_message_in_the_same_tls_record_as_the_101_is_received_inside_the_proxys_tls() {
+    let mut server = crate::tls::python_tls(crate::tls::PIPELINING_SERVER, 0);
+    let port = server.next_line(LIMIT);
+    let (proxy, _) = squid_https(false);
+    let url = format!("wss://localhost:{}/echo", port.trim());
+    let mut cmd = Command::new(wsecho());
+    cmd.args(["dial", "--stdin", &url, "--proxy", &via(&proxy)])
+        .args(["--ca", target_ca()]);
+    for var in PROXY_VARS.iter().chain(&["SSL_CERT_FILE", "SSL_CERT_DIR"]) {
+        cmd.env_remove(var);
+    }
+    let (name, value) = trust_proxy();
+    cmd.env(name, value);
+    let (mut dial, stdin) = Running::start_piped("wsecho dial", cmd);
+    assert_eq!(dial.next_line(LIMIT), "in the 101's record\n");
+    drop(stdin);
 }

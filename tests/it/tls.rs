@@ -324,7 +324,7 @@ fn sighup_to_a_plain_server_only_logs_and_the_server_goes_on() {
 /// Python's `ssl` module as a raw TLS peer, so that a test decides which bytes share one TLS
 /// record: `script` runs with the test CA's and the server pair's paths as `CA`, `CERT`, `KEY`
 /// and `PORT` (0 for a peer that listens: it prints its port first).
-fn python_tls(script: &str, port: u16) -> Running {
+pub(crate) fn python_tls(script: &str, port: u16) -> Running {
     let c = certs();
     let prelude = format!(
         "import base64, hashlib, os, socket, ssl, sys\n\
@@ -360,8 +360,9 @@ print("101" if b" 101 " in got else "no 101", "echoed" if b"\x81\x0criding along
 "#;
 
 /// A server that sends its 101 and a first message in one write, so in one TLS record, then
-/// answers the client's Close.
-const PIPELINING_SERVER: &str = r#"
+/// sends nothing more (not even a reply to the client's Close): only a first turn that reads
+/// what came with the 101 can see that message.
+pub(crate) const PIPELINING_SERVER: &str = r#"
 ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 ctx.load_cert_chain(CERT, KEY)
 listener = socket.create_server(("127.0.0.1", 0))
@@ -374,14 +375,11 @@ key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().sta
 accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
 tls.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + b"\x81\x13in the 101's record")
-rest = b""
-while len(rest) < 2 or (rest[0] & 0x0f) != 8:
-    chunk = tls.recv(4096)
-    if not chunk:
-        break
-    rest += chunk
-tls.sendall(b"\x88\x02\x03\xe8")
-tls.close()
+try:
+    while tls.recv(4096):
+        pass
+except OSError:
+    pass
 "#;
 
 /// A first frame that shares a TLS record with the upgrade request is echoed: the bytes the
@@ -405,4 +403,70 @@ fn a_message_in_the_same_tls_record_as_the_101_is_received() {
     let done = dial(&[&url, "--ca", s(&certs().ca)], "");
     assert_exit(&done, 0);
     assert_eq!(done.stdout, "in the 101's record\n", "{}", done.describe());
+}
+
+/// A client that upgrades, sends close_notify, then goes on sending bytes that are not TLS
+/// (256 MiB of zeros) on the same TCP connection, and keeps it open.
+const TALKS_PAST_CLOSE_NOTIFY: &str = r#"
+import time
+raw = socket.create_connection(("127.0.0.1", PORT))
+ctx = ssl.create_default_context(cafile=CA)
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+def pump():
+    data = out.read()
+    if data:
+        raw.sendall(data)
+def call(f, *args):
+    while True:
+        try:
+            return f(*args)
+        except ssl.SSLWantReadError:
+            pump()
+            inc.write(raw.recv(65536))
+call(tls.do_handshake)
+key = base64.b64encode(os.urandom(16)).decode()
+tls.write((f"GET /echo HTTP/1.1\r\nHost: localhost:{PORT}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+pump()
+got = b""
+while b"\r\n\r\n" not in got:
+    got += call(tls.read, 4096)
+try:
+    tls.unwrap()
+except ssl.SSLWantReadError:
+    pass
+pump()
+zeros = bytes(1 << 20)
+for _ in range(256):
+    raw.sendall(zeros)
+print("sent", flush=True)
+time.sleep(60)
+"#;
+
+/// Bytes after the peer's close_notify are ignored (RFC 8446, 6.1), not kept: a client that
+/// goes on sending them cannot make the server hold them all.
+#[test]
+fn bytes_after_close_notify_are_not_kept() {
+    let c = certs();
+    let server = serve_tls(&c.server_ec_chain, &c.server_ec_key, &["--quiet"]);
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+            .expect("the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+    };
+    let before = rss();
+    let mut client = python_tls(TALKS_PAST_CLOSE_NOTIFY, server.port);
+    assert_eq!(client.next_line(LIMIT).trim(), "sent", "{}", server.log());
+    // Let the server read what is still in the socket's buffers.
+    thread::sleep(Duration::from_millis(500));
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "the server grew by {grown} KiB on 256 MiB sent after close_notify"
+    );
 }
