@@ -191,7 +191,7 @@ impl Session {
             plaintext.extend_from_slice(&self.unread);
         }
         self.unread = plaintext;
-        // An error here comes again at the first read: a turn then ends the connection.
+        // An error here comes again with the next input, and ends the connection then.
         let waiting = self
             .conn
             .process_new_packets()
