@@ -306,6 +306,9 @@ mod tls {
 
         const SAYS_GOODBYE: bool = true;
 
+        /// Not inlined: its 8 KiB buffer would otherwise widen the stack frame of every
+        /// client turn, plain and TLS ones too.
+        #[inline(never)]
         fn wire<'a>(&'a mut self, input: &'a [u8], boundary: &'a mut Boundary) -> Self::Wire<'a> {
             self.records.clear();
             let outer_error = {
