@@ -328,9 +328,7 @@ fn handle_tls(
     ticket: tracker::Ticket,
     deadline: Instant,
 ) {
-    use crate::link::{TlsTransport, UntilDeadline};
     use crate::tls::{Error as TlsError, Session};
-    let limits = &shared.config.limits;
     let Ok(mut session) = Session::server(tls.config()) else {
         return;
     };
@@ -356,6 +354,26 @@ fn handle_tls(
             return;
         }
     }
+    serve_tls(shared, session, stream, peer, ticket, deadline);
+}
+
+/// A TLS connection once its handshake is done: the front door and the echo loop over the
+/// session. A function of its own, never inlined, so that its stack frame (the request's
+/// buffers, the echo loop) and the handshake's calls (rustls and ring, the deepest this
+/// thread makes) take turns on the stack instead of one sitting on top of the other: an idle
+/// connection's thread keeps fewer stack pages resident.
+#[cfg(feature = "tls")]
+#[inline(never)]
+fn serve_tls(
+    shared: &Shared,
+    mut session: crate::tls::Session,
+    stream: Arc<TcpStream>,
+    peer: SocketAddr,
+    ticket: tracker::Ticket,
+    deadline: Instant,
+) {
+    use crate::link::{TlsTransport, UntilDeadline};
+    let limits = &shared.config.limits;
     let subject = session.peer_subject();
     let front = {
         let mut io = session.blocking(UntilDeadline::new(&stream, deadline));
