@@ -151,9 +151,21 @@ static PROGRESS: client::Progress = client::Progress::new();
 /// dial ends at once with status 1 instead of after `--connect-timeout` or the wait, once
 /// `interrupt` has printed the `--stats` summary; while one is open, `run`'s select loop
 /// gets the interrupt, sends Close 1000 and waits for the server.
+///
+/// The summary goes to stdout, whose reader may have stopped reading (a full pipe blocks
+/// the write), and the run may hold the summary's lock while it writes there itself: so
+/// the question goes to a thread of its own, and without an answer within
+/// [`INTERRUPT_GRACE`] dial ends anyway. Ctrl-C always ends dial.
 fn on_interrupt(interrupt: crossbeam_channel::Sender<()>) -> impl Fn() {
     move || {
-        if PROGRESS.interrupt() {
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        let asked = std::thread::Builder::new()
+            .name("wsecho-interrupt-summary".into())
+            .spawn(move || {
+                let _ = answer.send(PROGRESS.interrupt());
+            });
+        let open = asked.is_ok() && answered.recv_timeout(INTERRUPT_GRACE).unwrap_or(false);
+        if open {
             let _ = interrupt.try_send(());
         } else {
             eprintln!("wsecho: interrupted while no connection was open");
@@ -161,3 +173,6 @@ fn on_interrupt(interrupt: crossbeam_channel::Sender<()>) -> impl Fn() {
         }
     }
 }
+
+/// How long Ctrl-C waits for the `--stats` summary to be written before dial ends anyway.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(1);

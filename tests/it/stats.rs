@@ -292,3 +292,46 @@ fn stats_flags_that_do_not_fit_are_usage_errors() {
         );
     }
 }
+
+/// Ctrl-C ends dial even when the summary cannot be written: its stdout is a pipe that is
+/// full and that nobody reads. Dial exits 1 about a second after the signal, instead of
+/// hanging in the write.
+#[test]
+fn sigint_ends_dial_even_when_stdout_is_full_and_unread() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let (unread, mut full) = std::io::pipe().expect("pipe");
+    // A pipe holds 64 KiB on Linux: after this, any write to it blocks.
+    full.write_all(&[b'x'; 64 * 1024]).expect("fill the pipe");
+    let url = format!("ws://127.0.0.1:{}/echo", free_port());
+    let mut cmd = dial(&[&url, "--stats", "--reconnect", "--reconnect-max", "5"]);
+    cmd.stdin(Stdio::null()).stdout(full).stderr(Stdio::piped());
+    let mut client = crate::common::KillOnDrop::spawn("wsecho dial --stats", &mut cmd);
+    let stderr = client.0.stderr.take().expect("stderr pipe");
+    let (seen, waiting) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("(attempt 3)") {
+                let _ = seen.send(());
+            }
+        }
+    });
+    waiting
+        .recv_timeout(LIMIT)
+        .expect("no third reconnect attempt on stderr");
+    client.sigint();
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = client.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < LIMIT,
+            "dial still runs {LIMIT:?} after SIGINT with its stdout full"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{status}");
+    drop(unread);
+}
