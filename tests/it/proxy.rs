@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Backstop for one dial run.
 pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 /// Every variable that could send dial through a proxy of the machine running the tests.
-pub(crate) const PROXY_VARS: [&str; 8] = [
+const PROXY_VARS: [&str; 8] = [
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
@@ -143,23 +143,34 @@ fn microsocks(extra: &[&str]) -> Server {
     Server::start("microsocks", cmd, port)
 }
 
-/// `wsecho dial --stdin URL ARGS` with LINES on stdin, and `env` as its only proxy
-/// variables.
-pub(crate) fn dial(url: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
+/// `wsecho dial ARGS` with `env` as its only proxy and trust variables: the machine's own
+/// are removed, so that neither its proxies nor its roots decide a test.
+pub(crate) fn dial_command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(wsecho());
-    cmd.args(["dial", "--stdin", "--wait", "10", url])
-        .args(args);
-    for var in PROXY_VARS {
+    cmd.arg("dial").args(args);
+    for var in PROXY_VARS.iter().chain(&["SSL_CERT_FILE", "SSL_CERT_DIR"]) {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
-    let done = run("wsecho dial", &mut cmd, Some(LINES.into()), LIMIT);
+    cmd
+}
+
+/// `wsecho dial --stdin URL ARGS` with `input` on stdin, to its end, and `env` as its only
+/// proxy and trust variables.
+pub(crate) fn dial_fed(url: &str, args: &[&str], env: &[(&str, &str)], input: Vec<u8>) -> Finished {
+    let mut cmd = dial_command(&[&["--stdin", "--wait", "10", url], args].concat(), env);
+    let done = run("wsecho dial", &mut cmd, Some(input), LIMIT);
     assert!(
         !done.stderr.contains("panicked"),
         "wsecho panicked: {}",
         done.describe()
     );
     done
+}
+
+/// [`dial_fed`] with LINES on stdin.
+pub(crate) fn dial(url: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
+    dial_fed(url, args, env, LINES.into())
 }
 
 // ---- what the tests check ---------------------------------------------------------------

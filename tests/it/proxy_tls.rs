@@ -5,15 +5,15 @@
 //! runs inside the proxy's.
 
 use crate::certs::{self, Certs};
-use crate::common::{Feed, Finished, Running, Server, free_port, run, run_fed, wsecho};
+use crate::common::{Feed, Running, Server, free_port, run_fed};
 use crate::proxy::{
-    LIMIT, LINES, PROXY_VARS, Squid, assert_echoed, assert_fails_with, dial, serve, tinyproxy,
+    LIMIT, LINES, Squid, assert_echoed, assert_fails_with, dial, dial_command, dial_fed, serve,
+    tinyproxy,
 };
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -137,25 +137,6 @@ fn target_ca() -> &'static str {
     s(&crate::tls::certs().ca)
 }
 
-/// `wsecho dial --stdin URL ARGS` with `input` on stdin and `env` as its only proxy and
-/// trust variables.
-fn dial_with(url: &str, args: &[&str], env: &[(&str, &str)], input: Vec<u8>) -> Finished {
-    let mut cmd = Command::new(wsecho());
-    cmd.args(["dial", "--stdin", "--wait", "10", url])
-        .args(args);
-    for var in PROXY_VARS.iter().chain(&["SSL_CERT_FILE", "SSL_CERT_DIR"]) {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
-    let done = run("wsecho dial", &mut cmd, Some(input), LIMIT);
-    assert!(
-        !done.stderr.contains("panicked"),
-        "wsecho panicked: {}",
-        done.describe()
-    );
-    done
-}
-
 #[test]
 fn ws_runs_inside_the_tls_of_an_https_proxy() {
     let server = serve();
@@ -184,7 +165,7 @@ fn wss_runs_its_own_tls_inside_the_proxys_byte_for_byte() {
     for n in 0..20_000 {
         input.extend(format!("{n}\n").bytes());
     }
-    let done = dial_with(
+    let done = dial_fed(
         &url,
         &["--proxy", &via, "--ca", target_ca()],
         &[trust_proxy()],
@@ -219,7 +200,7 @@ fn the_proxys_certificate_is_checked_against_the_system_roots_not_ca() {
     let via = via(&proxy);
     let url = format!("wss://localhost:{}/echo", server.port);
     let proxy_ca = s(&proxy_certs().ca);
-    let done = dial_with(
+    let done = dial_fed(
         &url,
         &["--proxy", &via, "--ca", proxy_ca, "--reconnect"],
         &[("SSL_CERT_FILE", target_ca())],
@@ -236,7 +217,7 @@ fn the_proxys_certificate_is_checked_against_the_system_roots_not_ca() {
     );
     assert!(!done.stderr.contains("reconnecting"), "{}", done.stderr);
     // Nor does --insecure: it gives up checking the target, not the proxy.
-    let done = dial_with(
+    let done = dial_fed(
         &url,
         &["--proxy", &via, "--insecure"],
         &[("SSL_CERT_FILE", target_ca())],
@@ -250,7 +231,7 @@ fn the_proxys_certificate_is_checked_against_the_system_roots_not_ca() {
         done.describe()
     );
     // Trusted both ways, the same run works.
-    let done = dial_with(
+    let done = dial_fed(
         &url,
         &["--proxy", &via, "--ca", target_ca()],
         &[trust_proxy()],
@@ -267,7 +248,7 @@ fn the_targets_certificate_is_still_checked_inside_the_proxys_tls() {
     let (proxy, _) = squid_https(false);
     let via = via(&proxy);
     let url = format!("wss://localhost:{}/echo", server.port);
-    let done = dial_with(&url, &["--proxy", &via], &[trust_proxy()], LINES.into());
+    let done = dial_fed(&url, &["--proxy", &via], &[trust_proxy()], LINES.into());
     assert_fails_with(&done, &["not issued by a trusted authority", "--ca FILE"]);
     assert!(!done.stderr.contains("TLS to the proxy"), "{}", done.stderr);
 }
@@ -368,13 +349,22 @@ fn lines_come_back_exactly_once_through_an_https_proxy_across_target_restarts() 
         }
         Ok(())
     });
-    let mut cmd = Command::new(wsecho());
-    cmd.args(["dial", "--stdin", "--reconnect", "--reconnect-max", "0.5"])
-        .args(["--wait", "20", &url, "--proxy", &via, "--ca", target_ca()]);
-    for var in PROXY_VARS.iter().chain(&["SSL_CERT_DIR"]) {
-        cmd.env_remove(var);
-    }
-    cmd.env("SSL_CERT_FILE", trust_proxy().1);
+    let mut cmd = dial_command(
+        &[
+            "--stdin",
+            "--reconnect",
+            "--reconnect-max",
+            "0.5",
+            "--wait",
+            "20",
+            &url,
+            "--proxy",
+            &via,
+            "--ca",
+            target_ca(),
+        ],
+        &[trust_proxy()],
+    );
     let dialing = thread::spawn(move || {
         run_fed(
             "wsecho dial --reconnect through an https:// proxy",
@@ -423,14 +413,17 @@ fn a_message_in_the_same_tls_record_as_the_101_is_received_inside_the_proxys_tls
     let port = server.next_line(LIMIT);
     let (proxy, _) = squid_https(false);
     let url = format!("wss://localhost:{}/echo", port.trim());
-    let mut cmd = Command::new(wsecho());
-    cmd.args(["dial", "--stdin", &url, "--proxy", &via(&proxy)])
-        .args(["--ca", target_ca()]);
-    for var in PROXY_VARS.iter().chain(&["SSL_CERT_FILE", "SSL_CERT_DIR"]) {
-        cmd.env_remove(var);
-    }
-    let (name, value) = trust_proxy();
-    cmd.env(name, value);
+    let cmd = dial_command(
+        &[
+            "--stdin",
+            &url,
+            "--proxy",
+            &via(&proxy),
+            "--ca",
+            target_ca(),
+        ],
+        &[trust_proxy()],
+    );
     let (mut dial, stdin) = Running::start_piped("wsecho dial", cmd);
     assert_eq!(dial.next_line(LIMIT), "in the 101's record\n");
     drop(stdin);
