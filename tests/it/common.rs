@@ -436,6 +436,23 @@ pub fn clip(text: &str) -> String {
 /// What feeds a command's stdin, on a thread of its own; stdin ends when it returns.
 pub type Feed = Box<dyn FnOnce(&mut ChildStdin) -> io::Result<()> + Send>;
 
+/// The lines `1` to `total`, fed `per_write` at a time with `pause` between writes: a steady
+/// pace, so that whatever a test does meanwhile lands while lines are in flight.
+pub fn numbered_lines(total: usize, per_write: usize, pause: Duration) -> Feed {
+    Box::new(move |pipe| {
+        let mut line = 1;
+        while line <= total {
+            let chunk: String = (line..(line + per_write).min(total + 1))
+                .map(|n| format!("{n}\n"))
+                .collect();
+            pipe.write_all(chunk.as_bytes())?;
+            line += per_write;
+            std::thread::sleep(pause);
+        }
+        Ok(())
+    })
+}
+
 /// How a command run by [`run_fed`] ended, its output as bytes.
 #[derive(Clone)]
 pub struct Output {

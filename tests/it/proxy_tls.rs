@@ -5,7 +5,7 @@
 //! runs inside the proxy's.
 
 use crate::certs::{self, Certs};
-use crate::common::{Feed, Running, Server, free_port, run_fed};
+use crate::common::{Running, Server, free_port, numbered_lines, run_fed};
 use crate::proxy::{
     LIMIT, LINES, Squid, assert_echoed, assert_fails_with, dial, dial_command, dial_fed, serve,
     tinyproxy,
@@ -337,18 +337,7 @@ fn lines_come_back_exactly_once_through_an_https_proxy_across_target_restarts() 
     let via = via(&proxy);
     let url = format!("wss://localhost:{port}/echo");
     // A steady pace (about 2 s in all), so that the target stops while lines are in flight.
-    let feed: Feed = Box::new(|pipe| {
-        let mut line = 1;
-        while line <= LINES {
-            let chunk: String = (line..(line + 250).min(LINES + 1))
-                .map(|n| format!("{n}\n"))
-                .collect();
-            pipe.write_all(chunk.as_bytes())?;
-            line += 250;
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    });
+    let feed = numbered_lines(LINES, 250, Duration::from_millis(10));
     let mut cmd = dial_command(
         &[
             "--stdin",

@@ -2,7 +2,7 @@
 //! stopped and restarted on the same port, and in-test peers that break connections at
 //! chosen points; it stops on what will not heal, and Ctrl-C ends it at any point.
 
-use crate::common::{Feed, KillOnDrop, Server, free_port, run, run_fed, wsecho};
+use crate::common::{Feed, KillOnDrop, Server, free_port, numbered_lines, run, run_fed, wsecho};
 use crate::dial::{
     LIMIT, PEER_LIMIT, Ws, accept_within, assert_exit, dial, echo, is_timeout, one_diagnostic,
 };
@@ -66,20 +66,7 @@ fn every_line_comes_back_exactly_once_in_order_across_kills_and_a_restart() {
     let mut server = serve_on(port, "reconnect-serve-0");
     // The lines go in at a steady pace (about 4 s in all) so that the server is stopped
     // while lines are in flight, not before the first or after the last.
-    let feed: Feed = Box::new(|pipe| {
-        let mut line = 1;
-        while line <= LINES {
-            let mut chunk = String::new();
-            for n in line..(line + 500).min(LINES + 1) {
-                chunk.push_str(&n.to_string());
-                chunk.push('\n');
-            }
-            pipe.write_all(chunk.as_bytes())?;
-            line += 500;
-            thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    });
+    let feed = numbered_lines(LINES, 500, Duration::from_millis(10));
     let mut cmd = dial(&[
         &url(port),
         "--stdin",
